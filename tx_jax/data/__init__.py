@@ -1,0 +1,1 @@
+"""Data sources, tokenizer and the batching pipeline."""

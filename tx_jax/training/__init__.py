@@ -1,0 +1,1 @@
+"""Schedules, losses, train state and step, checkpoints and metrics."""
