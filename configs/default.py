@@ -1,0 +1,70 @@
+"""Default: a small Transformer translating German -> English LibreOffice help, offline, on CPU in minutes."""
+
+import ml_collections
+
+
+def get_config():
+  """The config `make demo` trains: real data fetched through apt, a model sized for 2 CPU cores."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Data.
+  config.dataset = "libreoffice_help"  # libreoffice_help | text_files | tfds
+  config.source_language = "de"
+  config.target_language = "en"
+  config.data_cache_dir = "~/.cache/tx_jax"  # fetched corpora and trained vocabularies
+  config.libreoffice_dir = ""  # already-extracted .deb contents, to skip the apt-get fetch
+  config.data_dir = ""  # text_files: DIR/{train,validation,test}.{source,target}_language
+  config.tfds_name = "wmt14_translate/de-en"
+  config.tfds_data_dir = ""
+  config.vocab_path = ""  # default: <data_cache_dir>/vocab/<dataset>_<langs>_<vocab_size>.model
+  config.vocab_size = 8000
+  config.max_target_length = 128  # packed row length for training; longer pairs are dropped
+  config.max_eval_target_length = 256
+  config.max_predict_length = 256
+
+  # Model.
+  config.emb_dim = 256
+  config.num_heads = 4
+  config.num_kv_heads = 0  # 0: = num_heads
+  config.mlp_dim = 1024
+  config.num_encoder_layers = 3
+  config.num_decoder_layers = 3
+  config.max_len = 512
+  config.positions = "sinusoidal"
+  config.norm = "layernorm"
+  config.norm_position = "pre"
+  config.activation = "relu"
+  config.use_bias = True
+  config.share_embeddings = True
+  config.dropout_rate = 0.1
+  config.attention_dropout_rate = 0.1
+  config.dtype = "float32"
+
+  # Optimisation.
+  config.per_device_batch_size = 32  # packed rows of max_target_length tokens per device
+  config.num_train_steps = 3000
+  config.learning_rate = 0.002
+  config.warmup_steps = 500
+  config.schedule = "rsqrt"  # rsqrt | cosine | constant
+  config.label_smoothing = 0.1
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.98
+  config.adam_eps = 1e-9
+  config.weight_decay = 0.0  # > 0 switches Adam to AdamW
+  config.grad_clip_norm = 0.0  # > 0 clips gradients to this global norm
+
+  # Parallelism.
+  config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
+
+  # Loop, evaluation and checkpoints.
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000
+  config.num_eval_steps = 20  # packed validation batches per evaluation (-1: all)
+  config.num_predict_sentences = 200  # validation sentences decoded for eval/bleu during training
+  config.checkpoint_every_steps = 1000
+  config.max_checkpoints_to_keep = 3
+  config.beam_size = 4
+  config.length_penalty_alpha = 0.6
+  config.eval_batch_size = 64  # sentences per decoding batch
+  return config

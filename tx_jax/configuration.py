@@ -1,0 +1,54 @@
+"""Config validation: every bad value fails before any compile, with a message naming the field."""
+
+from tx_jax import errors
+
+CHOICES = {
+  "dataset": ("libreoffice_help", "text_files", "tfds"),
+  "positions": ("sinusoidal", "learned", "rope", "none"),
+  "norm": ("layernorm", "rmsnorm"),
+  "norm_position": ("pre", "post"),
+  "activation": ("relu", "gelu", "swiglu"),
+  "schedule": ("rsqrt", "cosine", "constant"),
+  "dtype": ("float32", "bfloat16"),
+}
+POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_batch_size", "num_train_steps",
+                 "max_target_length", "max_eval_target_length", "max_predict_length", "log_every_steps",
+                 "eval_every_steps", "checkpoint_every_steps", "beam_size", "eval_batch_size")
+NON_NEGATIVE = ("warmup_steps", "num_encoder_layers", "num_decoder_layers", "weight_decay", "grad_clip_norm",
+                "num_kv_heads", "num_predict_sentences", "length_penalty_alpha")
+FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing")  # in [0, 1)
+
+
+def _fail(field, value, why):
+  raise errors.ConfigError(f"config.{field}={value!r} {why}")
+
+
+def validate(config):
+  """Raises ConfigError naming the first invalid field of a training config."""
+  for field, allowed in CHOICES.items():
+    if field in config and config[field] not in allowed:
+      _fail(field, config[field], f"is not one of {allowed}.")
+  for field in POSITIVE_INTS:
+    if field in config and not (isinstance(config[field], int) and config[field] > 0):
+      _fail(field, config[field], "must be a positive integer.")
+  for field in NON_NEGATIVE:
+    if field in config and config[field] < 0:
+      _fail(field, config[field], "must not be negative.")
+  for field in FRACTIONS:
+    if field in config and not 0.0 <= config[field] < 1.0:
+      _fail(field, config[field], "must be in [0, 1).")
+  if not config.learning_rate > 0:
+    _fail("learning_rate", config.learning_rate, "must be positive (it is the peak of the schedule).")
+  if config.emb_dim % config.num_heads:
+    _fail("emb_dim", config.emb_dim, f"must be divisible by config.num_heads={config.num_heads}.")
+  kv = config.get("num_kv_heads") or config.num_heads
+  if config.num_heads % kv:
+    _fail("num_kv_heads", kv, f"must divide config.num_heads={config.num_heads}.")
+  if config.get("positions") == "rope" and (config.emb_dim // config.num_heads) % 2:
+    _fail("positions", "rope", "needs an even head size (emb_dim / num_heads).")
+  if config.vocab_size < 16:
+    _fail("vocab_size", config.vocab_size, "is too small for a SentencePiece vocabulary (>= 16).")
+  if len(tuple(config.mesh_shape)) != 3:
+    _fail("mesh_shape", tuple(config.mesh_shape), "must have 3 sizes: (data, fsdp, tensor).")
+  if config.get("source_language") == config.get("target_language"):
+    _fail("target_language", config.target_language, "must differ from config.source_language.")

@@ -1,0 +1,50 @@
+"""A shared SentencePiece vocabulary, trained once on the training split and cached on disk."""
+
+import os
+import tempfile
+
+import sentencepiece as spm
+from absl import logging
+
+from tx_jax import errors
+
+PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
+
+
+def train_or_load(path: str, texts, vocab_size: int, *, max_sentences: int = 2_000_000) -> spm.SentencePieceProcessor:
+  """Loads the SentencePiece model at `path`, training it on `texts` first if it is not there."""
+  if not os.path.exists(path):
+    texts = [t for t in texts if t]
+    logging.info("Training a %d-piece SentencePiece vocabulary on %d sentences -> %s",
+                 vocab_size, len(texts), path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path) or ".") as tmp:
+      prefix = os.path.join(tmp, "spm")
+      try:
+        spm.SentencePieceTrainer.train(
+          sentence_iterator=iter(texts), model_prefix=prefix, vocab_size=vocab_size,
+          model_type="unigram", character_coverage=1.0, input_sentence_size=max_sentences,
+          shuffle_input_sentence=True, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=BOS_ID,
+          num_threads=os.cpu_count() or 1, minloglevel=2)
+      except RuntimeError as e:
+        raise errors.ConfigError(
+          f"SentencePiece could not train a vocabulary of config.vocab_size={vocab_size} on "
+          f"{len(texts)} sentences ({e}); lower config.vocab_size.") from None
+      os.replace(prefix + ".model", path)  # atomic: an interrupted run never leaves half a model
+  processor = spm.SentencePieceProcessor(model_file=path)
+  if processor.pad_id() != PAD_ID or processor.eos_id() != EOS_ID or processor.bos_id() != BOS_ID:
+    raise errors.DataError(f"The SentencePiece model {path} uses other special ids than tx_jax "
+                           f"(pad {PAD_ID}, eos {EOS_ID}, bos {BOS_ID}); delete it so it is retrained.")
+  return processor
+
+
+def decode(processor: spm.SentencePieceProcessor, ids) -> str:
+  """Detokenizes ids, cutting at the first EOS and ignoring padding."""
+  out = []
+  for i in ids:
+    i = int(i)
+    if i == EOS_ID:
+      break
+    if i not in (PAD_ID, BOS_ID):
+      out.append(i)
+  return processor.decode(out)

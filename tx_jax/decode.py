@@ -1,0 +1,150 @@
+"""Greedy and beam-search decoding with a KV cache, each one compiled `jax.lax.while_loop`.
+
+Written here rather than taken from a library: the search runs on tx_jax's own cache layout
+(a list of per-layer dicts) and gathers only the self-attention cache between beams.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tx_jax.data import tokenizer as tokenizer_lib
+
+NEG_INF = -1.0e7
+
+
+def length_penalty(length, alpha: float):
+  """GNMT length penalty ((5 + length) / 6) ** alpha."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenizer_lib.EOS_ID,
+           bos_id: int = tokenizer_lib.BOS_ID):
+  """Argmax decoding; step_fn(tokens [b], cache, index) -> (logits [b, vocab], cache).
+
+  Returns (tokens [b, max_len], sum of log-probabilities [b]); positions after EOS hold 0.
+  """
+  def cond(carry):
+    i, _, _, done, _, _ = carry
+    return (i < max_len) & ~jnp.all(done)
+
+  def body(carry):
+    i, last, out, done, scores, cache = carry
+    logits, cache = step_fn(last, cache, i)
+    log_probs = jax.nn.log_softmax(logits)
+    token = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    scores = scores + jnp.where(done, 0.0, jnp.take_along_axis(log_probs, token[:, None], -1)[:, 0])
+    token = jnp.where(done, 0, token)
+    out = out.at[:, i].set(token)
+    return i + 1, token, out, done | (token == eos_id), scores, cache
+
+  init = (jnp.int32(0), jnp.full((batch_size,), bos_id, jnp.int32), jnp.zeros((batch_size, max_len), jnp.int32),
+          jnp.zeros((batch_size,), bool), jnp.zeros((batch_size,)), cache)
+  _, _, out, _, scores, _ = jax.lax.while_loop(cond, body, init)
+  return out, scores
+
+
+def _gather_beams(tree, beam_indices, batch_size: int, beam_size: int):
+  """Picks beams [batch, beam] (indices into the old beams) from leaves shaped [batch * beam, ...]."""
+  def gather(x):
+    x = x.reshape((batch_size, beam_size) + x.shape[1:])
+    idx = beam_indices.reshape(beam_indices.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=1).reshape((batch_size * beam_size,) + x.shape[2:])
+  return jax.tree.map(gather, tree)
+
+
+def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, alpha: float = 0.6,
+                eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID):
+  """Beam search with the GNMT length penalty over a cache whose leaves lead with batch * beam.
+
+  Only cache entries under the key "self" are reordered between beams (the cross-attention
+  cache is the same for every beam of a sentence). Returns (sequences [b, beam, max_len],
+  scores [b, beam]) sorted best first; score = sum log p / length_penalty(length, alpha).
+  """
+  b, k = batch_size, beam_size
+
+  def cond(carry):
+    i, _, alive_logp, _, fin_scores, _ = carry
+    # Stop when no alive beam, even at the best possible length penalty, can beat the worst finished one.
+    best_alive = alive_logp[:, 0] / length_penalty(max_len, alpha)
+    worst_finished = jnp.min(fin_scores, axis=1)
+    return (i < max_len) & ~jnp.all(worst_finished > best_alive)
+
+  def body(carry):
+    i, alive_seq, alive_logp, fin_seq, fin_scores, cache = carry
+    last = jnp.where(i == 0, bos_id, alive_seq[:, :, jnp.maximum(i - 1, 0)]).reshape(b * k)
+    logits, cache = step_fn(last, cache, i)
+    vocab = logits.shape[-1]
+    log_probs = alive_logp[:, :, None] + jax.nn.log_softmax(logits).reshape(b, k, vocab)
+    top_logp, top_idx = jax.lax.top_k(log_probs.reshape(b, k * vocab), 2 * k)  # [b, 2k]
+    top_beam, top_token = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
+    top_seq = jnp.take_along_axis(alive_seq, top_beam[:, :, None], axis=1).at[:, :, i].set(top_token)
+    is_eos = top_token == eos_id
+    # Alive: the best k candidates that did not just end.
+    alive_logp, pick = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_logp), k)
+    alive_seq = jnp.take_along_axis(top_seq, pick[:, :, None], axis=1)
+    self_cache = [layer["self"] for layer in cache]
+    self_cache = _gather_beams(self_cache, jnp.take_along_axis(top_beam, pick, axis=1), b, k)
+    cache = [dict(layer, self=s) for layer, s in zip(cache, self_cache)]
+    # Finished: merge the candidates that just ended with those finished before.
+    new_scores = jnp.where(is_eos, top_logp / length_penalty(i + 1, alpha), NEG_INF)
+    fin_scores, pick = jax.lax.top_k(jnp.concatenate([fin_scores, new_scores], axis=1), k)
+    fin_seq = jnp.take_along_axis(jnp.concatenate([fin_seq, top_seq], axis=1), pick[:, :, None], axis=1)
+    return i + 1, alive_seq, alive_logp, fin_seq, fin_scores, cache
+
+  init_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1)), (b, 1))
+  seqs = jnp.zeros((b, k, max_len), jnp.int32)
+  init = (jnp.int32(0), seqs, init_logp, seqs, jnp.full((b, k), NEG_INF), cache)
+  i, alive_seq, alive_logp, fin_seq, fin_scores, _ = jax.lax.while_loop(cond, body, init)
+  # Sentences with no finished hypothesis fall back to their alive beams.
+  none_finished = jnp.all(fin_scores <= NEG_INF / 2, axis=1)
+  alive_scores = alive_logp / length_penalty(i, alpha)
+  seqs = jnp.where(none_finished[:, None, None], alive_seq, fin_seq)
+  scores = jnp.where(none_finished[:, None], alive_scores, fin_scores)
+  return seqs, scores
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha"))
+def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, alpha: float):
+  """Encodes once, then decodes source ids [b, src_len] -> best token ids [b, max_len]."""
+  model = nnx.merge(graphdef, params)
+  segments = (inputs != 0).astype(jnp.int32)
+  b = inputs.shape[0]
+  if beam_size > 1:  # every sentence's encoding is repeated for its beams
+    segments = jnp.repeat(segments, beam_size, axis=0)
+    inputs = jnp.repeat(inputs, beam_size, axis=0)
+  encoded = model.encode(inputs, segments)
+  cache = model.init_cache(encoded, max_len)
+  step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments)
+  if beam_size > 1:
+    seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha)
+    return seqs[:, 0]
+  return greedy(step_fn, cache, b, max_len)[0]
+
+
+def decode_length(source_length: int, max_predict_length: int) -> int:
+  """Longest output allowed for sources padded to `source_length` tokens (a few shapes, few compiles)."""
+  return int(min(max_predict_length, 1.5 * source_length + 16))
+
+
+def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam_size: int, alpha: float,
+                    max_predict_length: int, mesh=None):
+  """Translates a list of strings; batches are sorted by length and padded to a few shapes."""
+  from tx_jax import parallel  # pylint: disable=g-import-not-at-top
+  from tx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  sources = [np.asarray(ids + [tokenizer_lib.EOS_ID], np.int32) for ids in processor.encode(list(texts))]
+  outputs = [""] * len(sources)
+  for ids, inputs in pipeline.source_batches(sources, global_rows=batch_size):
+    if mesh is not None:
+      inputs = parallel.global_batch({"inputs": inputs}, mesh)["inputs"]
+    out = translate_batch(graphdef, params, jnp.asarray(inputs), beam_size=beam_size,
+                          max_len=decode_length(inputs.shape[1], max_predict_length), alpha=alpha)
+    out = np.asarray(jax.device_get(out))
+    for row, i in enumerate(ids):
+      if i >= 0:
+        outputs[i] = tokenizer_lib.decode(processor, out[row])
+  return outputs

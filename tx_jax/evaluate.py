@@ -1,0 +1,73 @@
+"""Evaluate a trained translator from its checkpoint: loss, token accuracy, SacreBLEU.
+
+Usage: python -m tx_jax.evaluate --config=configs/default.py --workdir=DIR [--step=N] [--split=test]
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+import sacrebleu
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tx_jax import configuration, errors, parallel
+from tx_jax.data import translation
+from tx_jax.training import checkpoint, evaluation, experiment
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (the one used to train).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory with the checkpoints of a training run.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the newest.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
+_MAX_SENTENCES = flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
+
+
+def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0) -> dict:
+  """Restores a checkpoint, reports loss/accuracy/BLEU on `split`, writes translations and JSON results."""
+  configuration.validate(config)
+  mesh = parallel.make_mesh(config.mesh_shape)
+  data = translation.load_translation_data(config, splits=(split,))
+  graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
+  manager = checkpoint.make_manager(workdir, read_only=True)
+  state, _ = checkpoint.restore(manager, abstract_state, step)
+  step = int(jax.device_get(state.step))
+  results = evaluation.loss_metrics(eval_fn, state.params, data.eval[split], config, mesh, prefix=split)
+  pairs = data.pairs[split][:max_sentences] if max_sentences else data.pairs[split]
+  start = time.time()
+  result, hypotheses = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
+  results.update({f"{split}/bleu": result.score, f"{split}/sentences": len(pairs),
+                  f"{split}/decode_seconds": time.time() - start})
+  out_dir = os.path.join(workdir, "eval")
+  os.makedirs(out_dir, exist_ok=True)
+  translations = os.path.join(out_dir, f"{split}_step{step}.{config.target_language}")
+  with open(translations, "w", encoding="utf-8") as f:
+    f.writelines(h + "\n" for h in hypotheses)
+  signature = str(sacrebleu.BLEU().get_signature())
+  summary = {"step": step, "split": split, "bleu": result.score, "bleu_signature": signature,
+             "bleu_details": str(result), "translations": translations, "metrics": results}
+  with open(os.path.join(out_dir, f"{split}_step{step}.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  logging.info("%s", summary)
+  return summary
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    raise app.UsageError("--config and --workdir are required.")
+  try:
+    s = evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value, _SPLIT.value, _MAX_SENTENCES.value)
+  except errors.UserError as e:
+    sys.exit(f"tx_jax.evaluate: {e}")
+  m = s["metrics"]
+  print(f"step {s['step']} {s['split']}: loss {m[s['split'] + '/loss']:.4f}  "
+        f"accuracy {m[s['split'] + '/accuracy']:.4f}  perplexity {m[s['split'] + '/perplexity']:.2f}")
+  print(f"SacreBLEU {s['bleu']:.2f}  ({s['bleu_details']})")
+  print(f"signature: {s['bleu_signature']}")
+  print(f"translations: {s['translations']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

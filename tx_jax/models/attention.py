@@ -1,0 +1,106 @@
+"""Scaled dot-product multi-head attention with grouped-query heads, masks and a KV cache."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tx_jax.models import config as config_lib
+from tx_jax.models import positions as positions_lib
+
+
+def make_attention_mask(query_segments, key_segments, causal=False):
+  """Boolean mask [batch, 1, q_len, k_len]: same segment, key not padding, optionally causal.
+
+  Segment id 0 marks padding; unpacked batches use (tokens != 0) as their segment ids.
+  """
+  mask = (query_segments[:, :, None] == key_segments[:, None, :]) & (key_segments[:, None, :] != 0)
+  if causal:
+    q_len, k_len = query_segments.shape[1], key_segments.shape[1]
+    mask &= jnp.tril(jnp.ones((q_len, k_len), bool))[None]
+  return mask[:, None]
+
+
+def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dropout_rng=None):
+  """softmax(QK^T / sqrt(d) masked) V with grouped-query heads, on plain XLA ops.
+
+  query: [batch, q_len, num_heads, head_dim]; key, value: [batch, k_len, kv_heads, head_dim];
+  mask: bool, broadcastable to [batch, num_heads, q_len, k_len]. Returns [batch, q_len, num_heads, head_dim].
+  """
+  batch, q_len, num_heads, head_dim = query.shape
+  kv_heads = key.shape[2]
+  groups = num_heads // kv_heads
+  query = query.reshape(batch, q_len, kv_heads, groups, head_dim) / jnp.sqrt(head_dim).astype(query.dtype)
+  # [batch, kv_heads, groups, q_len, k_len], in float32 for a stable softmax.
+  logits = jnp.einsum("bqhgd,bkhd->bhgqk", query, key, preferred_element_type=jnp.float32)
+  if mask is not None:
+    mask = jnp.broadcast_to(mask, (batch, num_heads, q_len, key.shape[1]))
+    mask = mask.reshape(batch, kv_heads, groups, q_len, key.shape[1])
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("bhgqk,bkhd->bqhgd", weights.astype(value.dtype), value)
+  return out.reshape(batch, q_len, num_heads, head_dim)
+
+
+class Attention(nnx.Module):
+  """Multi-head (or grouped-/multi-query) attention; self- or cross-attention."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, h, kvh, hd = cfg.emb_dim, cfg.num_heads, cfg.kv_heads, cfg.qkv_head_dim
+    init = nnx.initializers.xavier_uniform()
+
+    def dense(n_in, n_out, axes):
+      return nnx.Linear(
+        n_in, n_out, use_bias=cfg.use_bias, dtype=cfg.compute_dtype, rngs=rngs,
+        kernel_init=config_lib.partitioned(init, axes),
+        bias_init=config_lib.partitioned(nnx.initializers.zeros_init(), axes[1:]))
+
+    self.query = dense(d, h * hd, (config_lib.EMBED, config_lib.HEADS))
+    self.key = dense(d, kvh * hd, (config_lib.EMBED, config_lib.KV_HEADS))
+    self.value = dense(d, kvh * hd, (config_lib.EMBED, config_lib.KV_HEADS))
+    self.out = dense(h * hd, d, (config_lib.HEADS, config_lib.EMBED))
+
+  def project_kv(self, inputs, positions=None):
+    """Keys and values [batch, len, kv_heads, head_dim] of `inputs` (cacheable for cross-attention)."""
+    b, n, _ = inputs.shape
+    k = self.key(inputs).reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
+    v = self.value(inputs).reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
+    if self.cfg.positions == "rope" and positions is not None:
+      k = positions_lib.apply_rope(k, positions, self.cfg.rope_theta)
+    return k, v
+
+  def __call__(self, inputs, kv_inputs=None, mask=None, *, positions=None, kv_positions=None,
+               cache=None, cache_index=None, deterministic=True, rngs=None):
+    """Attends from `inputs` [batch, q_len, emb] to `kv_inputs` (self-attention when None).
+
+    With `cache` (dict of k, v: [batch, max_len, kv_heads, head_dim]) and `cache_index`, the new
+    keys/values of a self-attention step are written at `cache_index` and the updated cache returned;
+    a cross-attention cache (precomputed by `project_kv`) is read as is. Returns (output, cache).
+    """
+    cfg = self.cfg
+    b, n, _ = inputs.shape
+    q = self.query(inputs).reshape(b, n, cfg.num_heads, cfg.qkv_head_dim)
+    if cfg.positions == "rope" and positions is not None:
+      q = positions_lib.apply_rope(q, positions, cfg.rope_theta)
+    if cache is not None and kv_inputs is None and cache_index is not None:
+      k_new, v_new = self.project_kv(inputs, positions)
+      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype), cache_index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype), cache_index, axis=1)
+      cache = {"k": k, "v": v}
+    elif cache is not None:
+      k, v = cache["k"], cache["v"]
+    else:
+      k, v = self.project_kv(inputs if kv_inputs is None else kv_inputs,
+                             positions if kv_inputs is None else kv_positions)
+    dropout_rng = None
+    if not deterministic and cfg.attention_dropout_rate > 0.0 and rngs is not None:
+      dropout_rng = rngs.dropout()
+    if cfg.attention_impl == "dot_product_attention" and dropout_rng is None:
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    else:
+      out = dot_product_attention(q, k, v, mask, dropout_rate=cfg.attention_dropout_rate,
+                                  dropout_rng=dropout_rng)
+    return self.out(out.reshape(b, n, cfg.num_heads * cfg.qkv_head_dim)), cache

@@ -1,0 +1,73 @@
+"""The frozen model config every block is built from."""
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+# Logical axis names used in parameter annotations; tx_jax.parallel maps them to mesh axes.
+EMBED = "embed"  # model width (d_model)
+VOCAB = "vocab"
+HEADS = "heads"  # heads x head_dim, flattened
+KV_HEADS = "kv_heads"
+MLP = "mlp"
+
+
+def partitioned(init, axes):
+  """`init` annotated with logical axes; placed on devices later by tx_jax.parallel, not eagerly."""
+  return nnx.with_partitioning(init, axes, eager_sharding=False)
+
+
+def partition_metadata(axes):
+  """Variable metadata naming logical axes, for modules that take metadata instead of initialisers."""
+  return {"out_sharding": axes, "eager_sharding": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture switches shared by the three Transformer families."""
+
+  vocab_size: int
+  emb_dim: int = 512
+  num_heads: int = 8
+  num_kv_heads: int | None = None  # None: same as num_heads (multi-head); 1: multi-query
+  head_dim: int | None = None  # None: emb_dim // num_heads
+  mlp_dim: int = 2048
+  num_encoder_layers: int = 6
+  num_decoder_layers: int = 6
+  max_len: int = 256  # longest position the model supports (learned positions, KV cache)
+  positions: str = "sinusoidal"  # sinusoidal | learned | rope | none
+  rope_theta: float = 10000.0
+  norm: str = "layernorm"  # layernorm | rmsnorm
+  norm_position: str = "pre"  # pre | post
+  norm_epsilon: float = 1e-6
+  activation: str = "relu"  # relu | gelu | swiglu
+  use_bias: bool = True
+  dropout_rate: float = 0.1  # embeddings and residual branches
+  attention_dropout_rate: float = 0.1  # attention weights
+  share_embeddings: bool = True  # one table for source, target and output projection
+  scale_embeddings: bool = True  # multiply embeddings by sqrt(emb_dim), as in the paper
+  dtype: str = "float32"  # compute dtype; parameters are always float32
+  attention_impl: str = "xla"  # xla (plain einsum path) | dot_product_attention (jax.nn; fused on GPU)
+
+  @property
+  def kv_heads(self) -> int:
+    """Number of key/value heads (grouped-query attention when < num_heads)."""
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def qkv_head_dim(self) -> int:
+    """Width of one attention head."""
+    return self.head_dim or self.emb_dim // self.num_heads
+
+  @property
+  def compute_dtype(self) -> Any:
+    """The jnp dtype activations are computed in."""
+    return jnp.dtype(self.dtype)
+
+  @classmethod
+  def from_config(cls, config) -> "ModelConfig":
+    """Picks the model fields out of a flat ml_collections training config."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in config.items() if k in names})

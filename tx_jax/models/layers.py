@@ -1,0 +1,124 @@
+"""Shared Transformer blocks: embeddings, norms, feed-forward and the residual block."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tx_jax.models import attention as attention_lib
+from tx_jax.models import config as config_lib
+from tx_jax.models import positions as positions_lib
+
+
+def make_norm(cfg: config_lib.ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+  """LayerNorm or RMSNorm over the model width, as the config says."""
+  if cfg.norm == "rmsnorm":
+    return nnx.RMSNorm(cfg.emb_dim, epsilon=cfg.norm_epsilon, dtype=cfg.compute_dtype, rngs=rngs,
+                       scale_metadata=config_lib.partition_metadata((config_lib.EMBED,)))
+  return nnx.LayerNorm(cfg.emb_dim, epsilon=cfg.norm_epsilon, dtype=cfg.compute_dtype, rngs=rngs,
+                       use_bias=cfg.use_bias, scale_metadata=config_lib.partition_metadata((config_lib.EMBED,)),
+                       bias_metadata=config_lib.partition_metadata((config_lib.EMBED,)))
+
+
+class Embedder(nnx.Module):
+  """Token embedding plus positions; its table doubles as the output projection when tied."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.table = nnx.Embed(
+      cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
+      embedding_init=config_lib.partitioned(nnx.initializers.normal(cfg.emb_dim ** -0.5),
+                                           (config_lib.VOCAB, config_lib.EMBED)))
+    if cfg.positions == "learned":
+      self.position_table = nnx.Embed(
+        cfg.max_len, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
+        embedding_init=config_lib.partitioned(nnx.initializers.normal(0.02), (None, config_lib.EMBED)))
+    self.dropout = nnx.Dropout(cfg.dropout_rate)
+
+  def __call__(self, tokens, positions, *, deterministic=True, rngs=None):
+    """Embeds tokens [batch, len] at integer positions [batch, len] -> [batch, len, emb_dim]."""
+    x = self.table(tokens)
+    if self.cfg.scale_embeddings:
+      x = x * jnp.sqrt(self.cfg.emb_dim).astype(x.dtype)
+    if self.cfg.positions == "sinusoidal":
+      x = x + positions_lib.sinusoidal(positions, self.cfg.emb_dim).astype(x.dtype)
+    elif self.cfg.positions == "learned":
+      x = x + self.position_table(positions)
+    return self.dropout(x, deterministic=deterministic, rngs=rngs)
+
+  def logits(self, x):
+    """Output logits [batch, len, vocab] from hidden states via the transposed embedding table."""
+    return self.table.attend(x)
+
+
+class FeedForward(nnx.Module):
+  """Position-wise MLP: ReLU or GELU, or the gated SwiGLU."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    init = nnx.initializers.xavier_uniform()
+
+    def dense(n_in, n_out, axes):
+      return nnx.Linear(
+        n_in, n_out, use_bias=cfg.use_bias, dtype=cfg.compute_dtype, rngs=rngs,
+        kernel_init=config_lib.partitioned(init, axes),
+        bias_init=config_lib.partitioned(nnx.initializers.zeros_init(), axes[1:]))
+
+    self.wi = dense(cfg.emb_dim, cfg.mlp_dim, (config_lib.EMBED, config_lib.MLP))
+    if cfg.activation == "swiglu":
+      self.wi_gate = dense(cfg.emb_dim, cfg.mlp_dim, (config_lib.EMBED, config_lib.MLP))
+    self.wo = dense(cfg.mlp_dim, cfg.emb_dim, (config_lib.MLP, config_lib.EMBED))
+
+  def __call__(self, x):
+    """[batch, len, emb_dim] -> [batch, len, emb_dim]."""
+    h = self.wi(x)
+    if self.cfg.activation == "relu":
+      h = jax.nn.relu(h)
+    elif self.cfg.activation == "gelu":
+      h = jax.nn.gelu(h)
+    else:  # swiglu
+      h = jax.nn.silu(self.wi_gate(x)) * h
+    return self.wo(h)
+
+
+class Block(nnx.Module):
+  """One Transformer layer: self-attention, optional cross-attention, feed-forward; pre- or post-norm."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, cross_attention: bool, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.self_attention = attention_lib.Attention(cfg, rngs=rngs)
+    self.self_attention_norm = make_norm(cfg, rngs)
+    if cross_attention:
+      self.cross_attention = attention_lib.Attention(cfg, rngs=rngs)
+      self.cross_attention_norm = make_norm(cfg, rngs)
+    self.has_cross_attention = cross_attention
+    self.feed_forward = FeedForward(cfg, rngs=rngs)
+    self.feed_forward_norm = make_norm(cfg, rngs)
+    self.dropout = nnx.Dropout(cfg.dropout_rate)
+
+  def _residual(self, x, norm, sublayer, deterministic, rngs):
+    """x + dropout(sublayer(norm(x))) for pre-norm, norm(x + dropout(sublayer(x))) for post-norm."""
+    pre = self.cfg.norm_position == "pre"
+    y, aux = sublayer(norm(x) if pre else x)
+    x = x + self.dropout(y, deterministic=deterministic, rngs=rngs)
+    return (x if pre else norm(x)), aux
+
+  def __call__(self, x, self_mask, *, positions=None, encoded=None, cross_mask=None,
+               cache=None, cache_index=None, deterministic=True, rngs=None):
+    """x: [batch, len, emb_dim]. Returns (x, cache) where cache holds this layer's updated KV cache."""
+    kw = dict(deterministic=deterministic, rngs=rngs)
+    cache = cache or {}
+    x, self_cache = self._residual(
+      x, self.self_attention_norm,
+      lambda h: self.self_attention(h, mask=self_mask, positions=positions, cache=cache.get("self"),
+                                    cache_index=cache_index, **kw), deterministic, rngs)
+    new_cache = {"self": self_cache} if self_cache is not None else {}
+    if self.has_cross_attention:
+      x, cross_cache = self._residual(
+        x, self.cross_attention_norm,
+        lambda h: self.cross_attention(h, encoded, mask=cross_mask, cache=cache.get("cross"), **kw),
+        deterministic, rngs)
+      if cross_cache is not None:
+        new_cache["cross"] = cross_cache
+    x, _ = self._residual(x, self.feed_forward_norm, lambda h: (self.feed_forward(h), None),
+                          deterministic, rngs)
+    return x, new_cache

@@ -1,0 +1,125 @@
+"""Train a Transformer translator: python -m tx_jax.train --config=configs/default.py --workdir=DIR.
+
+Resumes from the newest checkpoint in WORKDIR; `--config.key=value` overrides any config field.
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tx_jax import configuration, errors, parallel
+from tx_jax.data import pipeline
+from tx_jax.data import translation
+from tx_jax.training import checkpoint, evaluation, experiment, metrics
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and outputs.")
+
+
+def _count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (resuming from WORKDIR's newest checkpoint), evaluating and checkpointing periodically."""
+  configuration.validate(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh(config.mesh_shape)
+  global_rows = config.per_device_batch_size * jax.device_count()
+  data = translation.load_translation_data(config, splits=("train", "validation"))
+  train_iter = pipeline.TrainBatches(
+    data.train, global_rows=global_rows, row_length=config.max_target_length, seed=config.seed,
+    process_index=jax.process_index(), process_count=jax.process_count())
+  logging.info("Training data: %d pairs, %d packed batches of %d x %d tokens per epoch",
+               len(data.train), train_iter.batches_per_epoch(), global_rows, config.max_target_length)
+
+  graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
+  logging.info("Model: %s parameters", f"{_count_params(state.params):,}")
+  manager = checkpoint.make_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  if manager.latest_step() is not None:
+    state, data_state = checkpoint.restore(manager, state)
+    train_iter.set_state(data_state)
+  first_step = int(jax.device_get(state.step))
+
+  writer = metrics.MetricWriter(workdir)
+  if first_step == 0:
+    writer.text(0, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  logging.info("Training steps %d..%d in %s", first_step, config.num_train_steps, workdir)
+
+  sums, tokens, window_start, compile_seconds, summary = {}, 0, time.time(), None, {}
+  train_start, train_start_step = time.time(), first_step
+  try:
+    for step in range(first_step + 1, config.num_train_steps + 1):
+      local = next(train_iter)
+      tokens += int((local["inputs"] != 0).sum() + (local["targets"] != 0).sum()) * jax.process_count()
+      t = time.time()
+      state, step_sums = train_fn(state, parallel.global_batch(local, mesh))
+      if compile_seconds is None:
+        jax.block_until_ready(state.step)
+        compile_seconds = time.time() - t
+        logging.info("First step (compile + run) took %.1fs", compile_seconds)
+        writer.scalars(step, {"perf/compile_seconds": compile_seconds})
+        window_start, tokens, train_start, train_start_step = time.time(), 0, time.time(), step
+      else:  # the compiling step counts for neither throughput nor the logged means
+        step_sums = jax.device_get(step_sums)
+        sums = {k: sums.get(k, 0.0) + float(v) for k, v in step_sums.items()}
+        sums["learning_rate"] = float(step_sums["learning_rate"])
+      if sums and (step % config.log_every_steps == 0 or step == config.num_train_steps):
+        elapsed = time.time() - window_start
+        summary = metrics.summarize(sums, "train")
+        summary["perf/tokens_per_sec"] = tokens / elapsed
+        summary["perf/steps_per_sec"] = sums["steps"] / elapsed
+        writer.scalars(step, summary)
+        rate = (step - train_start_step) / max(time.time() - train_start, 1e-9)
+        eta = (config.num_train_steps - step) / max(rate, 1e-9)
+        logging.info("step %d: loss %.4f  accuracy %.3f  lr %.2e  grad_norm %.2f  %.0f tokens/s  ETA %dm%02ds",
+                     step, summary["train/loss"], summary["train/accuracy"], summary["train/learning_rate"],
+                     summary["train/grad_norm"], summary["perf/tokens_per_sec"], eta // 60, eta % 60)
+        sums, tokens, window_start = {}, 0, time.time()
+      if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+        eval_summary = evaluation.loss_metrics(eval_fn, state.params, data.eval["validation"], config, mesh)
+        pairs = data.pairs["validation"][:config.num_predict_sentences]
+        if pairs:
+          result, hyps = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
+          eval_summary["eval/bleu"] = result.score
+          writer.text(step, "eval/translations", "\n\n".join(
+            f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
+        writer.scalars(step, eval_summary)
+        writer.flush()
+        logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})
+        summary.update(eval_summary)
+        window_start = time.time()  # evaluation time is not training throughput
+      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+        checkpoint.save(manager, step, state, train_iter.get_state())
+  finally:
+    manager.wait_until_finished()
+    writer.close()
+  logging.info("Done. TensorBoard logs: %s  checkpoints: %s", os.path.join(workdir, "tensorboard"),
+               manager.directory)
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    raise app.UsageError("--config and --workdir are required, e.g. "
+                         "python -m tx_jax.train --config=configs/default.py --workdir=/tmp/run")
+  parallel.maybe_initialize_distributed()
+  try:
+    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except errors.UserError as e:
+    sys.exit(f"tx_jax.train: {e}")
+  print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

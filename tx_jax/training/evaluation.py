@@ -1,0 +1,29 @@
+"""Evaluation metrics shared by training and tx_jax.evaluate: loss/accuracy and SacreBLEU."""
+
+import jax
+import sacrebleu
+
+from tx_jax import decode, parallel
+from tx_jax.data import pipeline
+from tx_jax.training import metrics
+
+
+def loss_metrics(eval_fn, params, examples, config, mesh, prefix="eval") -> dict:
+  """Label-smoothed loss, nll, token accuracy and perplexity over packed batches of `examples`."""
+  totals = {}
+  for batch in pipeline.eval_batches(
+      examples, global_rows=config.per_device_batch_size * jax.device_count(),
+      row_length=config.max_eval_target_length, process_index=jax.process_index(),
+      process_count=jax.process_count(), max_batches=config.num_eval_steps):
+    sums = jax.device_get(eval_fn(params, parallel.global_batch(batch, mesh)))
+    totals = {k: totals.get(k, 0.0) + float(v) for k, v in sums.items()}
+  return metrics.summarize(totals, prefix)
+
+
+def bleu(graphdef, params, processor, pairs, config, mesh=None):
+  """Decodes the sources of `pairs` with beam search; returns (sacrebleu BLEU result, hypotheses)."""
+  hypotheses = decode.translate_texts(
+    graphdef, params, processor, [p[0] for p in pairs], batch_size=config.eval_batch_size,
+    beam_size=config.beam_size, alpha=config.length_penalty_alpha,
+    max_predict_length=config.max_predict_length, mesh=mesh)
+  return sacrebleu.corpus_bleu(hypotheses, [[p[1] for p in pairs]]), hypotheses

@@ -1,0 +1,51 @@
+"""TensorBoard scalars and text (tensorboardX: no TensorFlow needed), written by process 0 only."""
+
+import os
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+  """Writes scalars under stable tags to WORKDIR/tensorboard; a no-op on processes other than 0."""
+
+  def __init__(self, workdir: str):
+    self.writer = None
+    if jax.process_index() == 0:
+      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
+
+  def scalars(self, step: int, values: dict):
+    """Writes each {tag: value} at `step`."""
+    if self.writer:
+      for tag, value in values.items():
+        self.writer.add_scalar(tag, float(value), step)
+
+  def text(self, step: int, tag: str, text: str):
+    """Writes a markdown text block (e.g. the config, sample translations)."""
+    if self.writer:
+      self.writer.add_text(tag, text, step)
+
+  def flush(self):
+    """Makes everything written so far visible to TensorBoard."""
+    if self.writer:
+      self.writer.flush()
+
+  def close(self):
+    """Flushes and closes the event file."""
+    if self.writer:
+      self.writer.close()
+
+
+def summarize(sums: dict, prefix: str) -> dict:
+  """Per-token means of summed metrics: loss, nll, accuracy, perplexity (of nll)."""
+  sums = {k: float(np.asarray(v)) for k, v in sums.items()}
+  tokens = max(sums["tokens"], 1.0)
+  out = {f"{prefix}/loss": sums["loss"] / tokens, f"{prefix}/nll": sums["nll"] / tokens,
+         f"{prefix}/accuracy": sums["correct"] / tokens,
+         f"{prefix}/perplexity": float(np.exp(min(sums["nll"] / tokens, 50.0)))}
+  steps = sums.get("steps")
+  if steps:
+    out[f"{prefix}/grad_norm"] = sums["grad_norm"] / steps
+    out[f"{prefix}/learning_rate"] = sums["learning_rate"]
+  return out
