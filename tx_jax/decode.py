@@ -49,11 +49,8 @@ def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenize
 
 def _gather_beams(tree, beam_indices, batch_size: int, beam_size: int):
   """Picks beams [batch, beam] (indices into the old beams) from leaves shaped [batch * beam, ...]."""
-  def gather(x):
-    x = x.reshape((batch_size, beam_size) + x.shape[1:])
-    idx = beam_indices.reshape(beam_indices.shape + (1,) * (x.ndim - 2))
-    return jnp.take_along_axis(x, idx, axis=1).reshape((batch_size * beam_size,) + x.shape[2:])
-  return jax.tree.map(gather, tree)
+  rows = (jnp.arange(batch_size)[:, None] * beam_size + beam_indices).reshape(-1)  # one row gather
+  return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), tree)
 
 
 def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, alpha: float = 0.6,
@@ -89,8 +86,10 @@ def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, a
     self_cache = [layer["self"] for layer in cache]
     self_cache = _gather_beams(self_cache, jnp.take_along_axis(top_beam, pick, axis=1), b, k)
     cache = [dict(layer, self=s) for layer, s in zip(cache, self_cache)]
-    # Finished: merge the candidates that just ended with those finished before.
-    new_scores = jnp.where(is_eos, top_logp / length_penalty(i + 1, alpha), NEG_INF)
+    # Finished: candidates among the top k that just ended (as fairseq does, so beam size 1 is
+    # greedy), merged with those finished before.
+    ends = is_eos & (jnp.arange(2 * k) < k)[None, :]
+    new_scores = jnp.where(ends, top_logp / length_penalty(i + 1, alpha), NEG_INF)
     fin_scores, pick = jax.lax.top_k(jnp.concatenate([fin_scores, new_scores], axis=1), k)
     fin_seq = jnp.take_along_axis(jnp.concatenate([fin_seq, top_seq], axis=1), pick[:, :, None], axis=1)
     return i + 1, alive_seq, alive_logp, fin_seq, fin_scores, cache
@@ -125,9 +124,13 @@ def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, a
   return greedy(step_fn, cache, b, max_len)[0]
 
 
-def decode_length(source_length: int, max_predict_length: int) -> int:
-  """Longest output allowed for sources padded to `source_length` tokens (a few shapes, few compiles)."""
-  return int(min(max_predict_length, 1.5 * source_length + 16))
+def decode_length(longest_source: int, max_predict_length: int) -> int:
+  """Longest output allowed for a batch whose longest source has `longest_source` tokens.
+
+  1.2 x source + 10 covers translations between European languages; rounding up to a multiple
+  of 16 keeps the number of compiled shapes small.
+  """
+  return int(min(max_predict_length, -(-(int(1.2 * longest_source) + 10) // 16) * 16))
 
 
 def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam_size: int, alpha: float,
@@ -142,7 +145,8 @@ def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam
     if mesh is not None:
       inputs = parallel.global_batch({"inputs": inputs}, mesh)["inputs"]
     out = translate_batch(graphdef, params, jnp.asarray(inputs), beam_size=beam_size,
-                          max_len=decode_length(inputs.shape[1], max_predict_length), alpha=alpha)
+                          max_len=decode_length(int((inputs != 0).sum(1).max()), max_predict_length),
+                          alpha=alpha)
     out = np.asarray(jax.device_get(out))
     for row, i in enumerate(ids):
       if i >= 0:

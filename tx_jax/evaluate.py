@@ -9,19 +9,23 @@ import sys
 import time
 
 import jax
-import sacrebleu
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import configuration, errors, parallel
+from tx_jax import configuration, errors, logging_utils, parallel
 from tx_jax.data import translation
 from tx_jax.training import checkpoint, evaluation, experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (the one used to train).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory with the checkpoints of a training run.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the newest.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
-_MAX_SENTENCES = flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command-line flags (defined on demand, so the module also imports as a library)."""
+  config_flags.DEFINE_config_file("config", None, "Training config file (the one used to train).")
+  flags.DEFINE_string("workdir", None, "Directory with the checkpoints of a training run.")
+  flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the newest.")
+  flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
+  flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
 
 
 def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0) -> dict:
@@ -36,7 +40,7 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   results = evaluation.loss_metrics(eval_fn, state.params, data.eval[split], config, mesh, prefix=split)
   pairs = data.pairs[split][:max_sentences] if max_sentences else data.pairs[split]
   start = time.time()
-  result, hypotheses = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
+  result, signature, hypotheses = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
   results.update({f"{split}/bleu": result.score, f"{split}/sentences": len(pairs),
                   f"{split}/decode_seconds": time.time() - start})
   out_dir = os.path.join(workdir, "eval")
@@ -44,7 +48,6 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   translations = os.path.join(out_dir, f"{split}_step{step}.{config.target_language}")
   with open(translations, "w", encoding="utf-8") as f:
     f.writelines(h + "\n" for h in hypotheses)
-  signature = str(sacrebleu.BLEU().get_signature())
   summary = {"step": step, "split": split, "bleu": result.score, "bleu_signature": signature,
              "bleu_details": str(result), "translations": translations, "metrics": results}
   with open(os.path.join(out_dir, f"{split}_step{step}.json"), "w") as f:
@@ -54,11 +57,12 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
 
 
 def main(argv):
+  logging_utils.quiet_library_logs()
   del argv
-  if _CONFIG.value is None or _WORKDIR.value is None:
+  if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError("--config and --workdir are required.")
   try:
-    s = evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value, _SPLIT.value, _MAX_SENTENCES.value)
+    s = evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences)
   except errors.UserError as e:
     sys.exit(f"tx_jax.evaluate: {e}")
   m = s["metrics"]
@@ -70,4 +74,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -36,10 +36,11 @@ def maybe_initialize_distributed():
     jax.distributed.initialize()  # JAX reads the cluster's environment itself
 
 
-def make_mesh(mesh_shape=(-1, 1, 1)) -> Mesh:
-  """A (data, fsdp, tensor) mesh over all devices; one -1 entry takes the remaining devices."""
+def make_mesh(mesh_shape=(-1, 1, 1), devices=None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over `devices` (default: all); one -1 entry takes the remaining ones."""
   shape = list(mesh_shape)
-  n = jax.device_count()
+  devices = jax.devices() if devices is None else list(devices)
+  n = len(devices)
   if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape) or len(shape) != 3:
     raise errors.ConfigError(f"config.mesh_shape={tuple(mesh_shape)} must be 3 positive sizes for "
                              f"{MESH_AXES}, at most one of them -1 (= the remaining devices).")
@@ -50,7 +51,8 @@ def make_mesh(mesh_shape=(-1, 1, 1)) -> Mesh:
     raise errors.ConfigError(f"config.mesh_shape={tuple(mesh_shape)} needs {math.prod(shape)} devices "
                              f"but there are {n}; make the sizes multiply to {n} or use -1.")
   # Auto axes: XLA partitions the computation from the shardings of inputs and outputs.
-  mesh = jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  mesh = jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
+                       devices=devices)
   logging.info("Mesh %s over %d %s devices (%d processes)", dict(zip(MESH_AXES, shape)), n,
                jax.devices()[0].platform, jax.process_count())
   return mesh

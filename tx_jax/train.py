@@ -12,13 +12,18 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import configuration, errors, parallel
+from tx_jax import configuration, errors, logging_utils, parallel
 from tx_jax.data import pipeline
 from tx_jax.data import translation
 from tx_jax.training import checkpoint, evaluation, experiment, metrics
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and outputs.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command-line flags (defined on demand, so the module also imports as a library)."""
+  config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and outputs.")
 
 
 def _count_params(params) -> int:
@@ -88,7 +93,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         eval_summary = evaluation.loss_metrics(eval_fn, state.params, data.eval["validation"], config, mesh)
         pairs = data.pairs["validation"][:config.num_predict_sentences]
         if pairs:
-          result, hyps = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
+          result, _, hyps = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
           eval_summary["eval/bleu"] = result.score
           writer.text(step, "eval/translations", "\n\n".join(
             f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
@@ -108,18 +113,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def main(argv):
+  logging_utils.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
+  if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError("--config and --workdir are required, e.g. "
                          "python -m tx_jax.train --config=configs/default.py --workdir=/tmp/run")
   parallel.maybe_initialize_distributed()
   try:
-    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except errors.UserError as e:
     sys.exit(f"tx_jax.train: {e}")
   print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

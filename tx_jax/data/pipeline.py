@@ -150,7 +150,7 @@ def eval_batches(examples: Examples, *, global_rows: int, row_length: int,
     yield rows_to_batch(examples, rows[start:start + local_rows], row_length)
 
 
-def source_batches(sources, *, global_rows: int, lengths=(32, 64, 128, 256, 512),
+def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
                    process_index: int = 0, process_count: int = 1):
   """Source-only padded batches for decoding, sorted by length to cut padding.
 

@@ -23,24 +23,25 @@ def make_attention_mask(query_segments, key_segments, causal=False):
 def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dropout_rng=None):
   """softmax(QK^T / sqrt(d) masked) V with grouped-query heads, on plain XLA ops.
 
-  query: [batch, q_len, num_heads, head_dim]; key, value: [batch, k_len, kv_heads, head_dim];
+  query: [batch, q_len, num_heads, head_dim]; key, value: [batch, kv_heads, k_len, head_dim] (the
+  cache layout, so decoding reads the cache without transposing it);
   mask: bool, broadcastable to [batch, num_heads, q_len, k_len]. Returns [batch, q_len, num_heads, head_dim].
   """
   batch, q_len, num_heads, head_dim = query.shape
-  kv_heads = key.shape[2]
+  kv_heads, k_len = key.shape[1], key.shape[2]
   groups = num_heads // kv_heads
   query = query.reshape(batch, q_len, kv_heads, groups, head_dim) / jnp.sqrt(head_dim).astype(query.dtype)
   # [batch, kv_heads, groups, q_len, k_len], in float32 for a stable softmax.
-  logits = jnp.einsum("bqhgd,bkhd->bhgqk", query, key, preferred_element_type=jnp.float32)
+  logits = jnp.einsum("bqhgd,bhkd->bhgqk", query, key, preferred_element_type=jnp.float32)
   if mask is not None:
-    mask = jnp.broadcast_to(mask, (batch, num_heads, q_len, key.shape[1]))
-    mask = mask.reshape(batch, kv_heads, groups, q_len, key.shape[1])
+    mask = jnp.broadcast_to(mask, (batch, num_heads, q_len, k_len))
+    mask = mask.reshape(batch, kv_heads, groups, q_len, k_len)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1)
   if dropout_rate > 0.0 and dropout_rng is not None:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-  out = jnp.einsum("bhgqk,bkhd->bqhgd", weights.astype(value.dtype), value)
+  out = jnp.einsum("bhgqk,bhkd->bqhgd", weights.astype(value.dtype), value)
   return out.reshape(batch, q_len, num_heads, head_dim)
 
 
@@ -64,19 +65,19 @@ class Attention(nnx.Module):
     self.out = dense(h * hd, d, (config_lib.HEADS, config_lib.EMBED))
 
   def project_kv(self, inputs, positions=None):
-    """Keys and values [batch, len, kv_heads, head_dim] of `inputs` (cacheable for cross-attention)."""
+    """Keys and values [batch, kv_heads, len, head_dim] of `inputs` (cacheable for cross-attention)."""
     b, n, _ = inputs.shape
     k = self.key(inputs).reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
     v = self.value(inputs).reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
     if self.cfg.positions == "rope" and positions is not None:
       k = positions_lib.apply_rope(k, positions, self.cfg.rope_theta)
-    return k, v
+    return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
   def __call__(self, inputs, kv_inputs=None, mask=None, *, positions=None, kv_positions=None,
                cache=None, cache_index=None, deterministic=True, rngs=None):
     """Attends from `inputs` [batch, q_len, emb] to `kv_inputs` (self-attention when None).
 
-    With `cache` (dict of k, v: [batch, max_len, kv_heads, head_dim]) and `cache_index`, the new
+    With `cache` (dict of k, v: [batch, kv_heads, max_len, head_dim]) and `cache_index`, the new
     keys/values of a self-attention step are written at `cache_index` and the updated cache returned;
     a cross-attention cache (precomputed by `project_kv`) is read as is. Returns (output, cache).
     """
@@ -87,8 +88,8 @@ class Attention(nnx.Module):
       q = positions_lib.apply_rope(q, positions, cfg.rope_theta)
     if cache is not None and kv_inputs is None and cache_index is not None:
       k_new, v_new = self.project_kv(inputs, positions)
-      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype), cache_index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype), cache_index, axis=1)
+      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype), cache_index, axis=2)
+      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype), cache_index, axis=2)
       cache = {"k": k, "v": v}
     elif cache is not None:
       k, v = cache["k"], cache["v"]
@@ -99,7 +100,7 @@ class Attention(nnx.Module):
     if not deterministic and cfg.attention_dropout_rate > 0.0 and rngs is not None:
       dropout_rng = rngs.dropout()
     if cfg.attention_impl == "dot_product_attention" and dropout_rng is None:
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+      out = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask)
     else:
       out = dot_product_attention(q, k, v, mask, dropout_rate=cfg.attention_dropout_rate,
                                   dropout_rng=dropout_rng)

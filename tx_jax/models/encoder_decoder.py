@@ -73,7 +73,7 @@ class EncoderDecoder(nnx.Module):
   def init_cache(self, encoded, max_decode_len: int):
     """Per-layer KV cache: empty self-attention slots and the cross-attention keys/values of `encoded`."""
     batch = encoded.shape[0]
-    shape = (batch, max_decode_len, self.cfg.kv_heads, self.cfg.qkv_head_dim)
+    shape = (batch, self.cfg.kv_heads, max_decode_len, self.cfg.qkv_head_dim)
     cache = []
     for block in self.decoder_layers:
       k, v = block.cross_attention.project_kv(encoded)
@@ -87,7 +87,7 @@ class EncoderDecoder(nnx.Module):
     tokens = tokens[:, None]
     positions = jnp.full_like(tokens, index)
     x = self._target_embedder(tokens, positions)
-    max_len = cache[0]["self"]["k"].shape[1]
+    max_len = cache[0]["self"]["k"].shape[2]
     self_mask = (jnp.arange(max_len) <= index)[None, None, None, :]
     cross_mask = (input_segments != 0)[:, None, None, :]
     new_cache = []

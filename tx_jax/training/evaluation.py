@@ -21,9 +21,11 @@ def loss_metrics(eval_fn, params, examples, config, mesh, prefix="eval") -> dict
 
 
 def bleu(graphdef, params, processor, pairs, config, mesh=None):
-  """Decodes the sources of `pairs` with beam search; returns (sacrebleu BLEU result, hypotheses)."""
+  """Decodes the sources of `pairs` with beam search; returns (BLEU result, its signature, hypotheses)."""
   hypotheses = decode.translate_texts(
     graphdef, params, processor, [p[0] for p in pairs], batch_size=config.eval_batch_size,
     beam_size=config.beam_size, alpha=config.length_penalty_alpha,
     max_predict_length=config.max_predict_length, mesh=mesh)
-  return sacrebleu.corpus_bleu(hypotheses, [[p[1] for p in pairs]]), hypotheses
+  metric = sacrebleu.BLEU()
+  result = metric.corpus_score(hypotheses, [[p[1] for p in pairs]])
+  return result, str(metric.get_signature()), hypotheses

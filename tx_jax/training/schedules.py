@@ -1,5 +1,6 @@
 """Learning-rate schedules: linear warmup, then inverse square root, cosine or constant."""
 
+import jax.numpy as jnp
 import optax
 
 from tx_jax import errors
@@ -13,7 +14,7 @@ def make_schedule(config) -> optax.Schedule:
   warmup_fn = optax.linear_schedule(0.0, peak, max(warmup, 1))
   if config.schedule == "rsqrt":
     # lr(step) = peak * min(step / warmup, sqrt(warmup / step)), as in "Attention Is All You Need".
-    decay = lambda count: peak * (max(warmup, 1) / (count + max(warmup, 1))) ** 0.5
+    decay = lambda count: peak * jnp.sqrt(max(warmup, 1) / (jnp.maximum(count, 0) + max(warmup, 1)))
   elif config.schedule == "cosine":
     decay = optax.cosine_decay_schedule(peak, max(config.num_train_steps - warmup, 1),
                                         alpha=config.get("cosine_final_fraction", 0.1))

@@ -86,7 +86,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, label_smoothing:
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  sums = dict(sums, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step),
+  sums = dict(sums, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
               steps=jnp.ones((), jnp.float32))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 

@@ -1,0 +1,1 @@
+"""Experiment configs: plain Python files with get_config()."""

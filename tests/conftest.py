@@ -1,0 +1,75 @@
+"""Shared fixtures: a small real de->en corpus and a tiny, fast training config."""
+
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # so `configs` imports like it does under `python -m` from the repo root
+
+
+@pytest.fixture(scope="session")
+def data_cache_dir():
+  """Where fetched corpora are cached across test runs (shared with `make demo`)."""
+  return os.path.expanduser(os.environ.get("TX_JAX_DATA_CACHE", "~/.cache/tx_jax"))
+
+
+@pytest.fixture(scope="session")
+def libreoffice_pairs(data_cache_dir):
+  """The real LibreOffice help en-de pairs (fetched through apt-get on first use)."""
+  from tx_jax.data import libreoffice
+  return libreoffice.load_libreoffice_help(data_cache_dir, language="de")
+
+
+@pytest.fixture(scope="session")
+def small_corpus_dir(tmp_path_factory, libreoffice_pairs):
+  """A slice of the real corpus in the text_files layout: 3000/64/64 pairs, German -> English."""
+  from tx_jax.data import text_files
+  d = str(tmp_path_factory.mktemp("corpus"))
+  sizes = {"train": 3000, "validation": 64, "test": 64}
+  subset = {split: [(de, en) for en, de in libreoffice_pairs[split][:n]] for split, n in sizes.items()}
+  text_files.write_text_files(d, subset, "de", "en")
+  return d
+
+
+def make_tiny_config(corpus_dir, vocab_dir, **overrides):
+  """configs/default.py shrunk to a model and run that train in seconds on the small corpus."""
+  from configs import default
+  config = default.get_config()
+  config.dataset = "text_files"
+  config.data_dir = corpus_dir
+  config.vocab_path = os.path.join(vocab_dir, "spm_500.model")
+  config.vocab_size = 500
+  config.emb_dim = 32
+  config.num_heads = 2
+  config.mlp_dim = 64
+  config.num_encoder_layers = 1
+  config.num_decoder_layers = 1
+  config.max_target_length = 64
+  config.max_eval_target_length = 64
+  config.max_predict_length = 24
+  config.per_device_batch_size = 8
+  config.num_train_steps = 6
+  config.warmup_steps = 2
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.num_eval_steps = 2
+  config.num_predict_sentences = 8
+  config.eval_batch_size = 8
+  config.beam_size = 2
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope="session")
+def vocab_dir(tmp_path_factory):
+  """One SentencePiece model shared by the tests (trained on first use)."""
+  return str(tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture
+def tiny_config(small_corpus_dir, vocab_dir):
+  """A fresh tiny config per test."""
+  return make_tiny_config(small_corpus_dir, vocab_dir)
