@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tx_jax.models import config as config_lib
+from tx_jax.models import params
 from tx_jax.models import positions as positions_lib
 
 
@@ -51,18 +52,11 @@ class Attention(nnx.Module):
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     d, h, kvh, hd = cfg.emb_dim, cfg.num_heads, cfg.kv_heads, cfg.qkv_head_dim
-    init = nnx.initializers.xavier_uniform()
-
-    def dense(n_in, n_out, axes):
-      return nnx.Linear(
-        n_in, n_out, use_bias=cfg.use_bias, dtype=cfg.compute_dtype, rngs=rngs,
-        kernel_init=config_lib.partitioned(init, axes),
-        bias_init=config_lib.partitioned(nnx.initializers.zeros_init(), axes[1:]))
-
-    self.query = dense(d, h * hd, (config_lib.EMBED, config_lib.HEADS))
-    self.key = dense(d, kvh * hd, (config_lib.EMBED, config_lib.KV_HEADS))
-    self.value = dense(d, kvh * hd, (config_lib.EMBED, config_lib.KV_HEADS))
-    self.out = dense(h * hd, d, (config_lib.HEADS, config_lib.EMBED))
+    dense = lambda n_in, n_out, axes: params.dense(cfg, n_in, n_out, axes, rngs)
+    self.query = dense(d, h * hd, (params.EMBED, params.HEADS))
+    self.key = dense(d, kvh * hd, (params.EMBED, params.KV_HEADS))
+    self.value = dense(d, kvh * hd, (params.EMBED, params.KV_HEADS))
+    self.out = dense(h * hd, d, (params.HEADS, params.EMBED))
 
   def project_kv(self, inputs, positions=None):
     """Keys and values [batch, kv_heads, len, head_dim] of `inputs` (cacheable for cross-attention)."""

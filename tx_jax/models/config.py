@@ -4,24 +4,6 @@ import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
-from flax import nnx
-
-# Logical axis names used in parameter annotations; tx_jax.parallel maps them to mesh axes.
-EMBED = "embed"  # model width (d_model)
-VOCAB = "vocab"
-HEADS = "heads"  # heads x head_dim, flattened
-KV_HEADS = "kv_heads"
-MLP = "mlp"
-
-
-def partitioned(init, axes):
-  """`init` annotated with logical axes; placed on devices later by tx_jax.parallel, not eagerly."""
-  return nnx.with_partitioning(init, axes, eager_sharding=False)
-
-
-def partition_metadata(axes):
-  """Variable metadata naming logical axes, for modules that take metadata instead of initialisers."""
-  return {"out_sharding": axes, "eager_sharding": False}
 
 
 @dataclasses.dataclass(frozen=True)

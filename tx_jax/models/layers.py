@@ -6,6 +6,7 @@ from flax import nnx
 
 from tx_jax.models import attention as attention_lib
 from tx_jax.models import config as config_lib
+from tx_jax.models import params
 from tx_jax.models import positions as positions_lib
 
 
@@ -13,10 +14,10 @@ def make_norm(cfg: config_lib.ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
   """LayerNorm or RMSNorm over the model width, as the config says."""
   if cfg.norm == "rmsnorm":
     return nnx.RMSNorm(cfg.emb_dim, epsilon=cfg.norm_epsilon, dtype=cfg.compute_dtype, rngs=rngs,
-                       scale_metadata=config_lib.partition_metadata((config_lib.EMBED,)))
+                       scale_metadata=params.partition_metadata((params.EMBED,)))
   return nnx.LayerNorm(cfg.emb_dim, epsilon=cfg.norm_epsilon, dtype=cfg.compute_dtype, rngs=rngs,
-                       use_bias=cfg.use_bias, scale_metadata=config_lib.partition_metadata((config_lib.EMBED,)),
-                       bias_metadata=config_lib.partition_metadata((config_lib.EMBED,)))
+                       use_bias=cfg.use_bias, scale_metadata=params.partition_metadata((params.EMBED,)),
+                       bias_metadata=params.partition_metadata((params.EMBED,)))
 
 
 class Embedder(nnx.Module):
@@ -26,12 +27,12 @@ class Embedder(nnx.Module):
     self.cfg = cfg
     self.table = nnx.Embed(
       cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
-      embedding_init=config_lib.partitioned(nnx.initializers.normal(cfg.emb_dim ** -0.5),
-                                           (config_lib.VOCAB, config_lib.EMBED)))
+      embedding_init=params.partitioned(nnx.initializers.normal(cfg.emb_dim ** -0.5),
+                                           (params.VOCAB, params.EMBED)))
     if cfg.positions == "learned":
       self.position_table = nnx.Embed(
         cfg.max_len, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
-        embedding_init=config_lib.partitioned(nnx.initializers.normal(0.02), (None, config_lib.EMBED)))
+        embedding_init=params.partitioned(nnx.initializers.normal(0.02), (None, params.EMBED)))
     self.dropout = nnx.Dropout(cfg.dropout_rate)
 
   def __call__(self, tokens, positions, *, deterministic=True, rngs=None):
@@ -55,18 +56,11 @@ class FeedForward(nnx.Module):
 
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    init = nnx.initializers.xavier_uniform()
-
-    def dense(n_in, n_out, axes):
-      return nnx.Linear(
-        n_in, n_out, use_bias=cfg.use_bias, dtype=cfg.compute_dtype, rngs=rngs,
-        kernel_init=config_lib.partitioned(init, axes),
-        bias_init=config_lib.partitioned(nnx.initializers.zeros_init(), axes[1:]))
-
-    self.wi = dense(cfg.emb_dim, cfg.mlp_dim, (config_lib.EMBED, config_lib.MLP))
+    dense = lambda n_in, n_out, axes: params.dense(cfg, n_in, n_out, axes, rngs)
+    self.wi = dense(cfg.emb_dim, cfg.mlp_dim, (params.EMBED, params.MLP))
     if cfg.activation == "swiglu":
-      self.wi_gate = dense(cfg.emb_dim, cfg.mlp_dim, (config_lib.EMBED, config_lib.MLP))
-    self.wo = dense(cfg.mlp_dim, cfg.emb_dim, (config_lib.MLP, config_lib.EMBED))
+      self.wi_gate = dense(cfg.emb_dim, cfg.mlp_dim, (params.EMBED, params.MLP))
+    self.wo = dense(cfg.mlp_dim, cfg.emb_dim, (params.MLP, params.EMBED))
 
   def __call__(self, x):
     """[batch, len, emb_dim] -> [batch, len, emb_dim]."""
