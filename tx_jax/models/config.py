@@ -28,8 +28,15 @@ class ModelConfig:
   use_bias: bool = True
   dropout_rate: float = 0.1  # embeddings and residual branches
   attention_dropout_rate: float = 0.1  # attention weights
-  share_embeddings: bool = True  # one table for source, target and output projection
+  share_embeddings: bool = True  # encoder-decoder: one table for source and target tokens
+  tie_output_embedding: bool = True  # output projection = transposed token table (else its own matrix)
+  logits_scale: float = 1.0  # multiplies the output logits (e.g. emb_dim ** -0.5)
   scale_embeddings: bool = True  # multiply embeddings by sqrt(emb_dim), as in the paper
+  num_token_types: int = 0  # > 0: BERT-style segment (token type) embeddings
+  embedding_norm: bool = False  # normalise the summed embeddings (BERT)
+  final_norm: bool | None = None  # norm after the last block; None: only for pre-norm stacks
+  pooler: bool = False  # encoder-only: tanh dense layer over the first token (BERT's [CLS] pooler)
+  num_classes: int = 0  # encoder-only: > 0 adds a classification head over the pooled first token
   dtype: str = "float32"  # compute dtype; parameters are always float32
   attention_impl: str = "xla"  # xla (plain einsum path) | dot_product_attention (jax.nn; fused on GPU)
 
@@ -42,6 +49,11 @@ class ModelConfig:
   def qkv_head_dim(self) -> int:
     """Width of one attention head."""
     return self.head_dim or self.emb_dim // self.num_heads
+
+  @property
+  def has_final_norm(self) -> bool:
+    """Whether a stack ends with a norm (pre-norm stacks need one; post-norm blocks end with one)."""
+    return self.norm_position == "pre" if self.final_norm is None else self.final_norm
 
   @property
   def compute_dtype(self) -> Any:

@@ -25,7 +25,7 @@ class EncoderDecoder(nnx.Module):
       [layers.Block(cfg, cross_attention=False, rngs=rngs) for _ in range(cfg.num_encoder_layers)])
     self.decoder_layers = nnx.List(
       [layers.Block(cfg, cross_attention=True, rngs=rngs) for _ in range(cfg.num_decoder_layers)])
-    if cfg.norm_position == "pre":  # pre-norm stacks end with a norm; post-norm blocks already end with one
+    if cfg.has_final_norm:
       self.encoder_norm = layers.make_norm(cfg, rngs)
       self.decoder_norm = layers.make_norm(cfg, rngs)
 
@@ -41,7 +41,7 @@ class EncoderDecoder(nnx.Module):
     mask = attention_lib.make_attention_mask(segments, segments)
     for block in self.encoder_layers:
       x, _ = block(x, mask, positions=positions, deterministic=deterministic, rngs=rngs)
-    return self.encoder_norm(x) if self.cfg.norm_position == "pre" else x
+    return self.encoder_norm(x) if self.cfg.has_final_norm else x
 
   def decode(self, decoder_inputs, encoded, input_segments, target_segments=None, target_positions=None,
              *, deterministic=True, rngs=None):
@@ -58,9 +58,9 @@ class EncoderDecoder(nnx.Module):
     return self._logits(x)
 
   def _logits(self, x):
-    if self.cfg.norm_position == "pre":
+    if self.cfg.has_final_norm:
       x = self.decoder_norm(x)
-    return self._target_embedder.logits(x).astype(jnp.float32)
+    return self._target_embedder.logits(x)
 
   def __call__(self, inputs, decoder_inputs, *, input_segments=None, target_segments=None,
                input_positions=None, target_positions=None, deterministic=True, rngs=None):

@@ -21,21 +21,31 @@ def make_norm(cfg: config_lib.ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
 
 
 class Embedder(nnx.Module):
-  """Token embedding plus positions; its table doubles as the output projection when tied."""
+  """Token (+ position, + token type) embeddings, and the output projection back to the vocabulary."""
 
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.table = nnx.Embed(
       cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
       embedding_init=params.partitioned(nnx.initializers.normal(cfg.emb_dim ** -0.5),
-                                           (params.VOCAB, params.EMBED)))
+                                        (params.VOCAB, params.EMBED)))
     if cfg.positions == "learned":
       self.position_table = nnx.Embed(
         cfg.max_len, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
         embedding_init=params.partitioned(nnx.initializers.normal(0.02), (None, params.EMBED)))
+    if cfg.num_token_types:
+      self.token_type_table = nnx.Embed(
+        cfg.num_token_types, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
+        embedding_init=params.partitioned(nnx.initializers.normal(0.02), (None, params.EMBED)))
+    if cfg.embedding_norm:
+      self.norm = make_norm(cfg, rngs)
+    if not cfg.tie_output_embedding:
+      self.output = nnx.Linear(cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, rngs=rngs,
+                               kernel_init=params.partitioned(nnx.initializers.xavier_uniform(),
+                                                              (params.EMBED, params.VOCAB)))
     self.dropout = nnx.Dropout(cfg.dropout_rate)
 
-  def __call__(self, tokens, positions, *, deterministic=True, rngs=None):
+  def __call__(self, tokens, positions, token_types=None, *, deterministic=True, rngs=None):
     """Embeds tokens [batch, len] at integer positions [batch, len] -> [batch, len, emb_dim]."""
     x = self.table(tokens)
     if self.cfg.scale_embeddings:
@@ -44,11 +54,16 @@ class Embedder(nnx.Module):
       x = x + positions_lib.sinusoidal(positions, self.cfg.emb_dim).astype(x.dtype)
     elif self.cfg.positions == "learned":
       x = x + self.position_table(positions)
+    if self.cfg.num_token_types:
+      x = x + self.token_type_table(jnp.zeros_like(tokens) if token_types is None else token_types)
+    if self.cfg.embedding_norm:
+      x = self.norm(x)
     return self.dropout(x, deterministic=deterministic, rngs=rngs)
 
   def logits(self, x):
-    """Output logits [batch, len, vocab] from hidden states via the transposed embedding table."""
-    return self.table.attend(x)
+    """Output logits [batch, len, vocab] (float32) from hidden states [batch, len, emb_dim]."""
+    logits = self.table.attend(x) if self.cfg.tie_output_embedding else self.output(x)
+    return logits.astype(jnp.float32) * self.cfg.logits_scale
 
 
 class FeedForward(nnx.Module):
