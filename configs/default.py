@@ -7,6 +7,8 @@ def get_config():
   """The config `make demo` trains: real data fetched through apt, a model sized for 2 CPU cores."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.task = "translation"  # translation | lm
+  config.model_family = "encoder_decoder"
 
   # Data.
   config.dataset = "libreoffice_help"  # libreoffice_help | text_files | tfds

@@ -1,11 +1,11 @@
 """A small Llama-style decoder: RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases, untied output."""
 
-import ml_collections
+from configs import lm_default
 
 
 def get_config():
-  """8 layers, d_model 512, 8 query heads sharing 2 key/value heads."""
-  config = ml_collections.ConfigDict()
+  """8 layers, d_model 512, 8 query heads sharing 2 key/value heads; trains like lm_default."""
+  config = lm_default.get_config()
   config.model_family = "decoder_only"
   config.vocab_size = 8000
   config.max_len = 1024

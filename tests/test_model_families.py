@@ -27,10 +27,10 @@ def test_bert_base_has_the_published_parameter_count():
 
 def test_llama_small_uses_grouped_query_rope_rmsnorm_swiglu():
   model = nnx.eval_shape(lambda: registry.build_model(llama_small.get_config(), nnx.Rngs(0)))
-  attn = model.layers[0].self_attention
+  attn = model.decoder.blocks[0].self_attention
   assert attn.key.kernel.shape == (512, 2 * 64) and attn.query.kernel.shape == (512, 8 * 64)
-  assert attn.query.bias is None and isinstance(model.final_norm, nnx.RMSNorm)
-  assert hasattr(model.layers[0].feed_forward, "wi_gate") and hasattr(model.embedder, "output")
+  assert attn.query.bias is None and isinstance(model.decoder.final_norm, nnx.RMSNorm)
+  assert hasattr(model.decoder.blocks[0].feed_forward, "wi_gate") and hasattr(model.embedder, "output")
 
 
 def _small(**kw):
@@ -53,9 +53,7 @@ def test_decoder_only_gets_no_gradient_from_future_tokens(kw):
     seg = jnp.ones((1, 8), jnp.int32)
     mask = attention.make_attention_mask(seg, seg, causal=True)
     pos = jnp.arange(8)[None]
-    h = inputs
-    for block in m.layers:
-      h, _ = block(h, mask, positions=pos)
+    h, _ = m.decoder(inputs, mask, positions=pos)
     return h[0, t].sum()
 
   for t in (0, 3, 6):

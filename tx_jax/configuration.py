@@ -2,7 +2,12 @@
 
 from tx_jax import errors
 
+# What tx_jax.train can train, and the model family each task needs.
+TASK_FAMILY = {"translation": "encoder_decoder", "lm": "decoder_only"}
+
 CHOICES = {
+  "task": tuple(TASK_FAMILY),
+  "model_family": ("encoder_decoder", "decoder_only", "encoder_only"),
   "dataset": ("libreoffice_help", "text_files", "tfds"),
   "positions": ("sinusoidal", "learned", "rope", "none"),
   "norm": ("layernorm", "rmsnorm"),
@@ -37,6 +42,11 @@ def validate(config):
   for field in FRACTIONS:
     if field in config and not 0.0 <= config[field] < 1.0:
       _fail(field, config[field], "must be in [0, 1).")
+  task = config.get("task", "translation")
+  family = config.get("model_family", TASK_FAMILY[task])
+  if family != TASK_FAMILY[task]:
+    _fail("model_family", family, f"cannot be trained on config.task={task!r}; it needs {TASK_FAMILY[task]!r} "
+          "(the encoder-only family has models and configs but no training task yet).")
   if not config.learning_rate > 0:
     _fail("learning_rate", config.learning_rate, "must be positive (it is the peak of the schedule).")
   if config.emb_dim % config.num_heads:
@@ -50,5 +60,5 @@ def validate(config):
     _fail("vocab_size", config.vocab_size, "is too small for a SentencePiece vocabulary (>= 16).")
   if len(tuple(config.mesh_shape)) != 3:
     _fail("mesh_shape", tuple(config.mesh_shape), "must have 3 sizes: (data, fsdp, tensor).")
-  if config.get("source_language") == config.get("target_language"):
+  if task == "translation" and config.get("source_language") == config.get("target_language"):
     _fail("target_language", config.target_language, "must differ from config.source_language.")

@@ -29,27 +29,36 @@ def define_flags():
 
 
 def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0) -> dict:
-  """Restores a checkpoint, reports loss/accuracy/BLEU on `split`, writes translations and JSON results."""
+  """Restores a checkpoint and reports on `split`: loss, accuracy, perplexity, and BLEU or the unigram baseline.
+
+  Translation writes the translations; every task writes WORKDIR/eval/<split>_step<N>.json.
+  """
   configuration.validate(config)
+  is_lm = config.get("task", "translation") == "lm"
   mesh = parallel.make_mesh(config.mesh_shape)
-  data = translation.load_translation_data(config, splits=(split,))
+  data = translation.load_translation_data(config, splits=("train", split) if is_lm else (split,))
   graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
   manager = checkpoint.make_manager(workdir, read_only=True)
   state, _ = checkpoint.restore(manager, abstract_state, step)
   step = int(jax.device_get(state.step))
   results = evaluation.loss_metrics(eval_fn, state.params, data.eval[split], config, mesh, prefix=split)
-  pairs = data.pairs[split][:max_sentences] if max_sentences else data.pairs[split]
-  start = time.time()
-  result, signature, hypotheses = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
-  results.update({f"{split}/bleu": result.score, f"{split}/sentences": len(pairs),
-                  f"{split}/decode_seconds": time.time() - start})
+  summary = {"step": step, "split": split, "metrics": results}
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
-  translations = os.path.join(out_dir, f"{split}_step{step}.{config.target_language}")
-  with open(translations, "w", encoding="utf-8") as f:
-    f.writelines(h + "\n" for h in hypotheses)
-  summary = {"step": step, "split": split, "bleu": result.score, "bleu_signature": signature,
-             "bleu_details": str(result), "translations": translations, "metrics": results}
+  if is_lm:
+    results[f"{split}/unigram_perplexity"] = evaluation.unigram_perplexity(
+      data.train, data.eval[split], config.vocab_size)
+  else:
+    pairs = data.pairs[split][:max_sentences] if max_sentences else data.pairs[split]
+    start = time.time()
+    result, signature, hypotheses = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
+    results.update({f"{split}/bleu": result.score, f"{split}/sentences": len(pairs),
+                    f"{split}/decode_seconds": time.time() - start})
+    translations = os.path.join(out_dir, f"{split}_step{step}.{config.target_language}")
+    with open(translations, "w", encoding="utf-8") as f:
+      f.writelines(h + "\n" for h in hypotheses)
+    summary.update({"bleu": result.score, "bleu_signature": signature, "bleu_details": str(result),
+                    "translations": translations})
   with open(os.path.join(out_dir, f"{split}_step{step}.json"), "w") as f:
     json.dump(summary, f, indent=2)
   logging.info("%s", summary)
@@ -68,9 +77,12 @@ def main(argv):
   m = s["metrics"]
   print(f"step {s['step']} {s['split']}: loss {m[s['split'] + '/loss']:.4f}  "
         f"accuracy {m[s['split'] + '/accuracy']:.4f}  perplexity {m[s['split'] + '/perplexity']:.2f}")
-  print(f"SacreBLEU {s['bleu']:.2f}  ({s['bleu_details']})")
-  print(f"signature: {s['bleu_signature']}")
-  print(f"translations: {s['translations']}")
+  if "bleu" in s:
+    print(f"SacreBLEU {s['bleu']:.2f}  ({s['bleu_details']})")
+    print(f"signature: {s['bleu_signature']}")
+    print(f"translations: {s['translations']}")
+  else:
+    print(f"unigram perplexity of the same tokens (baseline): {m[s['split'] + '/unigram_perplexity']:.2f}")
 
 
 if __name__ == "__main__":

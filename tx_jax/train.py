@@ -41,7 +41,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_iter = pipeline.TrainBatches(
     data.train, global_rows=global_rows, row_length=config.max_target_length, seed=config.seed,
     process_index=jax.process_index(), process_count=jax.process_count())
-  logging.info("Training data: %d pairs, %d packed batches of %d x %d tokens per epoch",
+  logging.info("Training data: %d examples, %d packed batches of %d x %d tokens per epoch",
                len(data.train), train_iter.batches_per_epoch(), global_rows, config.max_target_length)
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
@@ -92,7 +92,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if step % config.eval_every_steps == 0 or step == config.num_train_steps:
         eval_summary = evaluation.loss_metrics(eval_fn, state.params, data.eval["validation"], config, mesh)
         pairs = data.pairs["validation"][:config.num_predict_sentences]
-        if pairs:
+        if pairs and config.get("task", "translation") == "translation":
           result, _, hyps = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
           eval_summary["eval/bleu"] = result.score
           writer.text(step, "eval/translations", "\n\n".join(

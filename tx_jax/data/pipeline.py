@@ -28,7 +28,10 @@ class Examples:
 
 
 def encode_pairs(processor, pairs, max_length: int | None = None, name: str = "") -> Examples:
-  """Tokenizes (source, target) pairs; with `max_length`, drops pairs longer than it (EOS included)."""
+  """Tokenizes (source, target) pairs; with `max_length`, drops pairs longer than it (EOS included).
+
+  An empty source stays empty, so language-modelling data is pairs ("", text).
+  """
   src = processor.encode([p[0] for p in pairs])
   tgt = processor.encode([p[1] for p in pairs])
   out = Examples([], [])
@@ -37,7 +40,7 @@ def encode_pairs(processor, pairs, max_length: int | None = None, name: str = ""
     if max_length is not None and (len(s) + 1 > max_length or len(t) + 1 > max_length):
       dropped += 1
       continue
-    out.sources.append(np.asarray(s + [tokenizer_lib.EOS_ID], np.int32))
+    out.sources.append(np.asarray(s + [tokenizer_lib.EOS_ID] if s else [], np.int32))  # LM: no source
     out.targets.append(np.asarray(t + [tokenizer_lib.EOS_ID], np.int32))
   if dropped:
     logging.info("%s: dropped %d of %d pairs longer than %d tokens", name, dropped, len(pairs), max_length)

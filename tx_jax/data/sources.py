@@ -70,3 +70,30 @@ def load_pairs(config) -> dict:
   if config.dataset == "tfds":
     return load_tfds_translation(config.tfds_name, src, tgt, config.get("tfds_data_dir") or None)
   raise errors.ConfigError(f"config.dataset={config.dataset!r} is unknown; use one of {DATASETS}.")
+
+
+def load_texts(config) -> dict:
+  """Monolingual text per split for language modelling, in `config.target_language`."""
+  lang = config.target_language
+  if config.dataset == "libreoffice_help":
+    from tx_jax.data import libreoffice  # pylint: disable=g-import-not-at-top
+
+    other = config.get("libreoffice_pair_language") or "de"
+    pairs = libreoffice.load_libreoffice_help(
+      os.path.expanduser(config.data_cache_dir), language=other if lang == "en" else lang,
+      extracted_dir=config.get("libreoffice_dir") or None)
+    side = 0 if lang == "en" else 1
+    return {split: list(dict.fromkeys(p[side] for p in v)) for split, v in pairs.items()}  # dedupe, keep order
+  if config.dataset == "text_files":
+    from tx_jax.data import text_files  # pylint: disable=g-import-not-at-top
+
+    out = {}
+    for split in SPLITS:
+      path = os.path.join(os.path.expanduser(config.data_dir), f"{split}.{lang}")
+      if not os.path.exists(path):
+        raise errors.DataError(f"{path} is missing: language modelling with config.dataset='text_files' reads "
+                               f"DIR/{{train,validation,test}}.{lang}, one text per line.")
+      out[split] = [line for line in text_files.read_lines(path) if line]
+    return out
+  raise errors.ConfigError(f"config.dataset={config.dataset!r} has no language-modelling reader; use "
+                           "'libreoffice_help' or 'text_files'.")

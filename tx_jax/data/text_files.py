@@ -25,8 +25,8 @@ def _layout(data_dir: str, splits: Iterable[str], source: str, target: str) -> s
           f"line, line N of each .{source} file translating line N of the .{target} file")
 
 
-def _read_lines(path: str) -> list[str]:
-  # Universal newlines: \n, \r\n and \r end a line, nothing else does.
+def read_lines(path: str) -> list[str]:
+  """Stripped lines of a UTF-8 text file (universal newlines: \\n, \\r\\n and \\r end a line)."""
   with open(path, encoding="utf-8") as f:
     return [line.strip() for line in f]
 
@@ -46,7 +46,7 @@ def load_text_files(data_dir: str,
             f"Missing corpus file {path}. Expected the layout "
             f"{_layout(data_dir, splits, source_language, target_language)}.")
     try:
-      source_lines, target_lines = (_read_lines(path) for path in paths)
+      source_lines, target_lines = (read_lines(path) for path in paths)
     except UnicodeDecodeError as e:
       raise DataError(f"Corpus files {paths[0]} and {paths[1]} must be UTF-8 text: {e}.") from e
     if len(source_lines) != len(target_lines):

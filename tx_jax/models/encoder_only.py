@@ -1,6 +1,5 @@
 """The encoder-only (BERT-style) model: masked-LM logits and sequence classification."""
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -8,7 +7,6 @@ from tx_jax.models import attention as attention_lib
 from tx_jax.models import config as config_lib
 from tx_jax.models import layers
 from tx_jax.models import params
-from tx_jax.models.encoder_decoder import default_positions
 
 
 class EncoderOnly(nnx.Module):
@@ -17,10 +15,7 @@ class EncoderOnly(nnx.Module):
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embedder = layers.Embedder(cfg, rngs=rngs)
-    self.layers = nnx.List(
-      [layers.Block(cfg, cross_attention=False, rngs=rngs) for _ in range(cfg.num_encoder_layers)])
-    if cfg.has_final_norm:
-      self.final_norm = layers.make_norm(cfg, rngs)
+    self.encoder = layers.Stack(cfg, cfg.num_encoder_layers, cross_attention=False, rngs=rngs)
     if cfg.pooler:
       self.pooler = params.dense(cfg, cfg.emb_dim, cfg.emb_dim, (params.EMBED, params.MLP), rngs)
     if cfg.num_classes:
@@ -30,12 +25,11 @@ class EncoderOnly(nnx.Module):
   def encode(self, tokens, *, segments=None, positions=None, token_types=None, deterministic=True, rngs=None):
     """Hidden states [batch, len, emb_dim] of tokens [batch, len] (0 = padding unless segments given)."""
     segments = (tokens != 0).astype(jnp.int32) if segments is None else segments
-    positions = default_positions(segments) if positions is None else positions
+    positions = layers.default_positions(segments) if positions is None else positions
     x = self.embedder(tokens, positions, token_types, deterministic=deterministic, rngs=rngs)
     mask = attention_lib.make_attention_mask(segments, segments)
-    for block in self.layers:
-      x, _ = block(x, mask, positions=positions, deterministic=deterministic, rngs=rngs)
-    return self.final_norm(x) if self.cfg.has_final_norm else x
+    x, _ = self.encoder(x, mask, positions=positions, deterministic=deterministic, rngs=rngs)
+    return x
 
   def __call__(self, tokens, **kw):
     """Masked-LM logits [batch, len, vocab] (float32) over the token table."""

@@ -20,6 +20,11 @@ def make_norm(cfg: config_lib.ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
                        bias_metadata=params.partition_metadata((params.EMBED,)))
 
 
+def default_positions(segments):
+  """Positions 0..len-1 for every row, for unpacked batches."""
+  return jnp.broadcast_to(jnp.arange(segments.shape[1]), segments.shape)
+
+
 class Embedder(nnx.Module):
   """Token (+ position, + token type) embeddings, and the output projection back to the vocabulary."""
 
@@ -131,3 +136,31 @@ class Block(nnx.Module):
     x, _ = self._residual(x, self.feed_forward_norm, lambda h: (self.feed_forward(h), None),
                           deterministic, rngs)
     return x, new_cache
+
+
+class Stack(nnx.Module):
+  """`num_layers` Blocks, then a final norm where the config wants one: the body of every family."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, num_layers: int, *, cross_attention: bool, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.blocks = nnx.List([Block(cfg, cross_attention=cross_attention, rngs=rngs) for _ in range(num_layers)])
+    if cfg.has_final_norm:
+      self.final_norm = make_norm(cfg, rngs)
+
+  def __call__(self, x, mask, *, positions=None, encoded=None, cross_mask=None, cache=None, cache_index=None,
+               deterministic=True, rngs=None):
+    """x: [batch, len, emb_dim] -> (x, per-layer caches or None)."""
+    new_cache = []
+    for i, block in enumerate(self.blocks):
+      x, layer_cache = block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
+                             cache=None if cache is None else cache[i], cache_index=cache_index,
+                             deterministic=deterministic, rngs=rngs)
+      new_cache.append(layer_cache)
+    x = self.final_norm(x) if self.cfg.has_final_norm else x
+    return x, (new_cache if cache is not None else None)
+
+  def empty_cache(self, batch_size: int, max_decode_len: int):
+    """Zeroed self-attention KV caches, one per layer: k, v [batch, kv_heads, max_decode_len, head_dim]."""
+    shape = (batch_size, self.cfg.kv_heads, max_decode_len, self.cfg.qkv_head_dim)
+    return [{"self": {"k": jnp.zeros(shape, self.cfg.compute_dtype), "v": jnp.zeros(shape, self.cfg.compute_dtype)}}
+            for _ in self.blocks]

@@ -1,6 +1,7 @@
 """Evaluation metrics shared by training and tx_jax.evaluate: loss/accuracy and SacreBLEU."""
 
 import jax
+import numpy as np
 import sacrebleu
 
 from tx_jax import decode, parallel
@@ -29,3 +30,14 @@ def bleu(graphdef, params, processor, pairs, config, mesh=None):
   metric = sacrebleu.BLEU()
   result = metric.corpus_score(hypotheses, [[p[1] for p in pairs]])
   return result, str(metric.get_signature()), hypotheses
+
+
+def unigram_perplexity(train: pipeline.Examples, evaluated: pipeline.Examples, vocab_size: int) -> float:
+  """Perplexity of `evaluated`'s target tokens under add-one-smoothed unigram counts of `train`'s.
+
+  The baseline an LM must beat: the same tokens (EOS included) scored without any context.
+  """
+  counts = np.bincount(np.concatenate(train.targets), minlength=vocab_size).astype(np.float64) + 1.0
+  log_probs = np.log(counts / counts.sum())
+  tokens = np.concatenate(evaluated.targets)
+  return float(np.exp(-log_probs[tokens].mean()))

@@ -10,6 +10,7 @@ import optax
 from flax import nnx
 
 from tx_jax import parallel
+from tx_jax.models.decoder_only import DecoderOnly
 from tx_jax.training import losses
 
 
@@ -66,8 +67,11 @@ def _path(path):
 
 
 def _forward(graphdef, params, batch, *, deterministic, rngs=None):
-  """Model logits [batch, len, vocab] for a packed batch."""
+  """Model logits [batch, len, vocab] for a packed batch (a decoder-only model reads only the targets)."""
   model = nnx.merge(graphdef, params)
+  if isinstance(model, DecoderOnly):
+    return model(batch["decoder_inputs"], segments=batch["targets_segment_ids"],
+                 positions=batch["targets_positions"], deterministic=deterministic, rngs=rngs)
   return model(batch["inputs"], batch["decoder_inputs"],
                input_segments=batch["inputs_segment_ids"], target_segments=batch["targets_segment_ids"],
                input_positions=batch["inputs_positions"], target_positions=batch["targets_positions"],

@@ -1,0 +1,37 @@
+"""Decoder-only language modelling through the same trainer: real run, perplexity vs unigram baseline."""
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_config
+from tx_jax import configuration, errors, evaluate, train
+from tx_jax.data import pipeline
+from tx_jax.training import evaluation
+
+
+def test_lm_trains_and_evaluates_with_unigram_baseline(small_corpus_dir, vocab_dir, tmp_path):
+  config = make_tiny_config(small_corpus_dir, vocab_dir, task="lm", model_family="decoder_only",
+                            source_language="", target_language="en", num_predict_sentences=0,
+                            num_encoder_layers=0, positions="rope", norm="rmsnorm", activation="swiglu")
+  config.vocab_path = str(tmp_path / "lm.model")
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "eval/bleu" not in summary and math.isfinite(summary["eval/perplexity"])
+  result = evaluate.evaluate(config, str(tmp_path / "run"), split="test")
+  metrics = result["metrics"]
+  assert math.isfinite(metrics["test/perplexity"]) and metrics["test/unigram_perplexity"] > 1.0
+
+
+def test_unigram_perplexity_by_hand():
+  train_examples = pipeline.Examples([], [np.array([5, 5, 6, 1]), np.array([5, 1])])
+  eval_examples = pipeline.Examples([], [np.array([5, 6])])
+  # counts + 1 over a vocabulary of 8: token 5 -> 4, token 6 -> 2, total 6 + 8 = 14.
+  expected = math.exp(-(math.log(4 / 14) + math.log(2 / 14)) / 2)
+  assert evaluation.unigram_perplexity(train_examples, eval_examples, 8) == pytest.approx(expected)
+
+
+def test_encoder_only_family_cannot_be_trained_on_translation(small_corpus_dir, vocab_dir):
+  config = make_tiny_config(small_corpus_dir, vocab_dir, model_family="encoder_only")
+  with pytest.raises(errors.ConfigError, match="config.model_family"):
+    configuration.validate(config)
