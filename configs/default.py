@@ -19,6 +19,10 @@ def get_config():
   config.data_dir = ""  # text_files: DIR/{train,validation,test}.{source,target}_language
   config.tfds_name = "wmt14_translate/de-en"
   config.tfds_data_dir = ""
+  config.tfds_text_key = "text"  # language modelling: the feature holding the text
+  config.tfds_train_split = ""  # TFDS split (or slice) read for each split; "" = the same name
+  config.tfds_validation_split = ""
+  config.tfds_test_split = ""
   config.vocab_path = ""  # default: <data_cache_dir>/vocab/<dataset>_<langs>_<vocab_size>.model
   config.vocab_size = 8000
   config.max_target_length = 128  # packed row length for training; longer pairs are dropped

@@ -82,3 +82,37 @@ def test_encoder_only_mlm_and_classification_shapes_and_padding():
   junk = tokens.at[0, 3:].set(jnp.array([20, 21]))
   segments = jnp.array([[1, 1, 1, 0, 0], [1] * 5])
   np.testing.assert_allclose(model.classify(junk, segments=segments), logits, atol=1e-6)
+
+
+def _loss_and_grads(model_cls, cfg, *inputs):
+  graphdef, state = nnx.split(model_cls(cfg, rngs=nnx.Rngs(0)))
+  targets = inputs[-1]
+
+  def loss(state):
+    logits = nnx.merge(graphdef, state)(*inputs[:-1])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))
+
+  return jax.value_and_grad(loss)(state)
+
+
+@pytest.mark.parametrize("family", ["encoder_decoder", "decoder_only"])
+def test_remat_gives_the_same_loss_and_gradients(family):
+  from tx_jax.models.encoder_decoder import EncoderDecoder
+  rng = np.random.default_rng(0)
+  tok = lambda: jnp.asarray(rng.integers(1, 40, (2, 6)), jnp.int32)
+  cls, inputs = ((EncoderDecoder, (tok(), tok(), tok())) if family == "encoder_decoder"
+                 else (DecoderOnly, (tok(), tok())))
+  plain_loss, plain_grads = _loss_and_grads(cls, _small(), *inputs)
+  remat_loss, remat_grads = _loss_and_grads(cls, _small(remat=True), *inputs)
+  np.testing.assert_allclose(remat_loss, plain_loss, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(plain_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_compute_keeps_the_float32_loss_within_one_percent():
+  rng = np.random.default_rng(0)
+  tokens, targets = (jnp.asarray(rng.integers(1, 40, (4, 16)), jnp.int32) for _ in range(2))
+  loss32, _ = _loss_and_grads(DecoderOnly, _small(), tokens, targets)
+  loss16, grads16 = _loss_and_grads(DecoderOnly, _small(dtype="bfloat16"), tokens, targets)
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads16))  # parameters stay float32
+  assert abs(float(loss16) - float(loss32)) <= 0.01 * float(loss32)  # measured: 0.025 %

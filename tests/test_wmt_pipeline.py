@@ -35,3 +35,24 @@ def test_unprepared_tfds_dataset_explains_how_to_prepare(tmp_path):
   config.tfds_data_dir = str(tmp_path)
   with pytest.raises(errors.DataError, match="tfds build wmt14_translate/de-en"):
     sources.load_pairs(config)
+
+
+def test_lm1b_base_pipeline_yields_shaped_batches(tmp_path):
+  from configs import lm1b_base
+  config = lm1b_base.get_config()
+  config.vocab_size = 100
+  config.vocab_path = str(tmp_path / "lm1b.model")
+  with tfds.testing.mock_data(num_examples=30):
+    data = translation.load_translation_data(config)
+  assert len(data.pairs["train"]) == 30 and all(src == "" for src, _ in data.pairs["train"])
+  assert data.pairs["validation"] and data.pairs["test"]  # (mock data ignores the slices' bounds)
+  assert sources.tfds_split_names(config) == {"train": "train", "validation": "test[:50%]",
+                                               "test": "test[50%:]"}
+  batch = next(pipeline.TrainBatches(data.train, global_rows=2, row_length=256, seed=0))
+  assert batch["targets"].shape == (2, 256) and not batch["inputs"].any()
+
+
+def test_wmt_big_is_the_paper_shape():
+  from configs import wmt_big
+  config = wmt_big.get_config()
+  assert (config.emb_dim, config.mlp_dim, config.num_heads, config.num_encoder_layers) == (1024, 4096, 16, 6)

@@ -1,4 +1,4 @@
-"""Parallel-text sources chosen by `config.dataset`, returned as (source, target) pairs per split."""
+"""Text sources chosen by `config.dataset`: (source, target) pairs, or texts for LMs, per split."""
 
 import importlib
 import os
@@ -11,32 +11,45 @@ SPLITS = ("train", "validation", "test")
 DATASETS = ("libreoffice_help", "text_files", "tfds")
 
 # TFDS registers some builders only when their module is imported (e.g. without TensorFlow installed).
-_TFDS_MODULES = {"wmt14_translate": "tensorflow_datasets.translate.wmt14",
+_TFDS_MODULES = {"lm1b": "tensorflow_datasets.text.lm1b",
+                 "wmt14_translate": "tensorflow_datasets.translate.wmt14",
                  "wmt17_translate": "tensorflow_datasets.translate.wmt17",
                  "wmt19_translate": "tensorflow_datasets.translate.wmt19"}
 
 
-def load_tfds_translation(name: str, source_language: str, target_language: str,
-                          data_dir: str | None, splits=SPLITS) -> dict:
-  """Reads a prepared TFDS translation dataset (array_record format) without TensorFlow."""
+def tfds_examples(name: str, split: str, data_dir: str | None):
+  """The examples of one split of a prepared TFDS dataset (array_record format), read without TensorFlow.
+
+  `split` may be a TFDS slice such as "test[:50%]".
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   module = _TFDS_MODULES.get(name.split("/")[0])
   if module:
     importlib.import_module(module)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir)
+  except Exception as e:  # TFDS raises several types for "not prepared"
+    raise errors.DataError(
+      f"TFDS dataset {name!r} split {split!r} is not prepared in "
+      f"{data_dir or '~/tensorflow_datasets'} ({type(e).__name__}). Prepare it once on a machine "
+      f"with internet: pip install 'tx_jax[tfds]' && tfds build {name} --file_format=array_record "
+      f"--data_dir=DIR, then pass --config.tfds_data_dir=DIR; or use --config.dataset=text_files "
+      f"with --config.data_dir pointing at plain text files.") from None
+
+
+def tfds_split_names(config) -> dict:
+  """Our split -> the TFDS split read for it (datasets without a validation split slice another)."""
+  return {split: config.get(f"tfds_{split}_split") or split for split in SPLITS}
+
+
+def load_tfds_translation(config) -> dict:
+  """(source, target) pairs of a prepared TFDS translation dataset."""
   out = {}
-  for split in splits:
-    try:
-      source = tfds.data_source(name, split=split, data_dir=data_dir)
-    except Exception as e:  # TFDS raises several types for "not prepared"
-      raise errors.DataError(
-        f"TFDS dataset {name!r} split {split!r} is not prepared in "
-        f"{data_dir or '~/tensorflow_datasets'} ({type(e).__name__}). Prepare it once on a machine "
-        f"with internet: pip install 'tx_jax[tfds]' && tfds build {name} --file_format=array_record "
-        f"--data_dir=DIR, then pass --config.tfds_data_dir=DIR; or use --config.dataset=text_files "
-        f"with --config.data_dir pointing at plain parallel text files.") from None
-    out[split] = [(_text(ex[source_language]), _text(ex[target_language])) for ex in source]
-    logging.info("TFDS %s %s: %d pairs", name, split, len(out[split]))
+  for split, tfds_split in tfds_split_names(config).items():
+    examples = tfds_examples(config.tfds_name, tfds_split, config.get("tfds_data_dir") or None)
+    out[split] = [(_text(ex[config.source_language]), _text(ex[config.target_language])) for ex in examples]
+    logging.info("TFDS %s %s: %d pairs", config.tfds_name, tfds_split, len(out[split]))
   return out
 
 
@@ -68,7 +81,7 @@ def load_pairs(config) -> dict:
                                f"train.{src}, train.{tgt}, validation.*, test.* (one sentence per line).")
     return text_files.load_text_files(os.path.expanduser(config.data_dir), src, tgt)
   if config.dataset == "tfds":
-    return load_tfds_translation(config.tfds_name, src, tgt, config.get("tfds_data_dir") or None)
+    return load_tfds_translation(config)
   raise errors.ConfigError(f"config.dataset={config.dataset!r} is unknown; use one of {DATASETS}.")
 
 
@@ -95,5 +108,12 @@ def load_texts(config) -> dict:
                                f"DIR/{{train,validation,test}}.{lang}, one text per line.")
       out[split] = [line for line in text_files.read_lines(path) if line]
     return out
-  raise errors.ConfigError(f"config.dataset={config.dataset!r} has no language-modelling reader; use "
-                           "'libreoffice_help' or 'text_files'.")
+  if config.dataset == "tfds":
+    key = config.get("tfds_text_key") or "text"
+    out = {}
+    for split, tfds_split in tfds_split_names(config).items():
+      out[split] = [_text(ex[key]) for ex in tfds_examples(config.tfds_name, tfds_split,
+                                                           config.get("tfds_data_dir") or None)]
+      logging.info("TFDS %s %s: %d texts", config.tfds_name, tfds_split, len(out[split]))
+    return out
+  raise errors.ConfigError(f"config.dataset={config.dataset!r} is unknown; use one of {DATASETS}.")

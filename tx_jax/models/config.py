@@ -38,6 +38,7 @@ class ModelConfig:
   pooler: bool = False  # encoder-only: tanh dense layer over the first token (BERT's [CLS] pooler)
   num_classes: int = 0  # encoder-only: > 0 adds a classification head over the pooled first token
   dtype: str = "float32"  # compute dtype; parameters are always float32
+  remat: bool = False  # rematerialise each block in the backward pass (less memory, ~1/3 more compute)
   attention_impl: str = "xla"  # xla (plain einsum path) | dot_product_attention (jax.nn; fused on GPU)
 
   @property

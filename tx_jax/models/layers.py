@@ -151,11 +151,19 @@ class Stack(nnx.Module):
                deterministic=True, rngs=None):
     """x: [batch, len, emb_dim] -> (x, per-layer caches or None)."""
     new_cache = []
-    for i, block in enumerate(self.blocks):
-      x, layer_cache = block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
-                             cache=None if cache is None else cache[i], cache_index=cache_index,
-                             deterministic=deterministic, rngs=rngs)
-      new_cache.append(layer_cache)
+    if cache is None:
+      def run(block, x, mask, positions, encoded, cross_mask, rngs):
+        return block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
+                     deterministic=deterministic, rngs=rngs)[0]
+      if self.cfg.remat:  # keep only block inputs for the backward pass; recompute the rest
+        run = nnx.remat(run)
+      for block in self.blocks:
+        x = run(block, x, mask, positions, encoded, cross_mask, rngs)
+    else:  # incremental decoding
+      for block, layer_cache in zip(self.blocks, cache):
+        x, layer_cache = block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask, cache=layer_cache,
+                               cache_index=cache_index)
+        new_cache.append(layer_cache)
     x = self.final_norm(x) if self.cfg.has_final_norm else x
     return x, (new_cache if cache is not None else None)
 
