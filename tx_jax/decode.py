@@ -1,4 +1,4 @@
-"""Greedy and beam-search decoding with a KV cache, each one compiled `jax.lax.while_loop`.
+"""Greedy, sampling and beam-search decoding with a KV cache, each one compiled `jax.lax.while_loop`.
 
 Written here rather than taken from a library: the search runs on tx_jax's own cache layout
 (a list of per-layer dicts) and gathers only the self-attention cache between beams.
@@ -21,12 +21,8 @@ def length_penalty(length, alpha: float):
   return ((5.0 + length) / 6.0) ** alpha
 
 
-def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenizer_lib.EOS_ID,
-           bos_id: int = tokenizer_lib.BOS_ID):
-  """Argmax decoding; step_fn(tokens [b], cache, index) -> (logits [b, vocab], cache).
-
-  Returns (tokens [b, max_len], sum of log-probabilities [b]); positions after EOS hold 0.
-  """
+def _one_by_one(step_fn, cache, batch_size: int, max_len: int, choose, eos_id: int, bos_id: int):
+  """Decodes one token per step with `choose(log_probs [b, vocab], step) -> tokens [b]` until all hit EOS."""
   def cond(carry):
     i, _, _, done, _, _ = carry
     return (i < max_len) & ~jnp.all(done)
@@ -34,8 +30,8 @@ def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenize
   def body(carry):
     i, last, out, done, scores, cache = carry
     logits, cache = step_fn(last, cache, i)
-    log_probs = jax.nn.log_softmax(logits)
-    token = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    token = choose(log_probs, i).astype(jnp.int32)
     scores = scores + jnp.where(done, 0.0, jnp.take_along_axis(log_probs, token[:, None], -1)[:, 0])
     token = jnp.where(done, 0, token)
     out = out.at[:, i].set(token)
@@ -45,6 +41,42 @@ def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenize
           jnp.zeros((batch_size,), bool), jnp.zeros((batch_size,)), cache)
   _, _, out, _, scores, _ = jax.lax.while_loop(cond, body, init)
   return out, scores
+
+
+def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenizer_lib.EOS_ID,
+           bos_id: int = tokenizer_lib.BOS_ID):
+  """Argmax decoding; step_fn(tokens [b], cache, index) -> (logits [b, vocab], cache).
+
+  Returns (tokens [b, max_len], sum of log-probabilities [b]); positions after EOS hold 0.
+  """
+  return _one_by_one(step_fn, cache, batch_size, max_len, lambda lp, i: jnp.argmax(lp, -1), eos_id, bos_id)
+
+
+def filter_logits(log_probs, top_k: int = 0, top_p: float = 1.0):
+  """Keeps the `top_k` most likely tokens and the smallest set whose probability reaches `top_p`.
+
+  log_probs: [batch, vocab]; the rest become -inf. top_k=0 and top_p=1 keep everything.
+  """
+  if top_k > 0:
+    kth = jax.lax.top_k(log_probs, top_k)[0][:, -1:]
+    log_probs = jnp.where(log_probs < kth, -jnp.inf, log_probs)
+  if top_p < 1.0:
+    sorted_lp = jnp.sort(log_probs, axis=-1)[:, ::-1]
+    mass_before = jnp.cumsum(jnp.exp(sorted_lp), axis=-1) - jnp.exp(sorted_lp)
+    # The smallest kept probability: the last sorted token whose preceding mass is still below p.
+    cutoff = jnp.min(jnp.where(mass_before < top_p, sorted_lp, jnp.inf), axis=-1, keepdims=True)
+    log_probs = jnp.where(log_probs < cutoff, -jnp.inf, log_probs)
+  return log_probs
+
+
+def sample(step_fn, cache, batch_size: int, max_len: int, rng, *, temperature: float = 1.0, top_k: int = 0,
+           top_p: float = 1.0, eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID):
+  """Ancestral sampling at `temperature` from the top-k / top-p (nucleus) filtered distribution, seeded by rng."""
+  def choose(log_probs, i):
+    filtered = filter_logits(log_probs / max(temperature, 1e-6), top_k, top_p)
+    return jax.random.categorical(jax.random.fold_in(rng, i), filtered, axis=-1)
+
+  return _one_by_one(step_fn, cache, batch_size, max_len, choose, eos_id, bos_id)
 
 
 def _gather_beams(tree, beam_indices, batch_size: int, beam_size: int):

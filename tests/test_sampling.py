@@ -1,0 +1,42 @@
+"""Sampling: top-k = 1 is greedy, top-p keeps the smallest set reaching p, seeds repeat."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tx_jax import decode
+from tx_jax.models.config import ModelConfig
+from tx_jax.models.decoder_only import DecoderOnly
+
+
+def _lm_step():
+  model = DecoderOnly(ModelConfig(vocab_size=30, emb_dim=32, num_heads=4, mlp_dim=64, num_decoder_layers=2,
+                                  dropout_rate=0.0, attention_dropout_rate=0.0), rngs=nnx.Rngs(0))
+  return model, (lambda t, c, i: model.decode_step(t, c, i))
+
+
+def test_top_k_one_sampling_equals_greedy():
+  model, step = _lm_step()
+  greedy, _ = decode.greedy(step, model.init_cache(3, 12), 3, 12)
+  sampled, _ = decode.sample(step, model.init_cache(3, 12), 3, 12, jax.random.key(7), temperature=1.3, top_k=1)
+  np.testing.assert_array_equal(sampled, greedy)
+
+
+def test_top_p_keeps_the_smallest_set_whose_mass_reaches_p():
+  probs = jnp.array([[0.05, 0.4, 0.3, 0.15, 0.1]])
+  kept = np.isfinite(np.asarray(decode.filter_logits(jnp.log(probs), top_p=0.8)))
+  np.testing.assert_array_equal(kept, [[False, True, True, True, False]])  # 0.4+0.3 < 0.8 <= +0.15
+  kept = np.isfinite(np.asarray(decode.filter_logits(jnp.log(probs), top_p=0.65)))
+  np.testing.assert_array_equal(kept, [[False, True, True, False, False]])  # 0.4 < 0.65 <= 0.4+0.3
+  kept = np.isfinite(np.asarray(decode.filter_logits(jnp.log(probs), top_k=2)))
+  np.testing.assert_array_equal(kept, [[False, True, True, False, False]])
+
+
+def test_sampling_is_seeded():
+  model, step = _lm_step()
+  a, _ = decode.sample(step, model.init_cache(2, 10), 2, 10, jax.random.key(1))
+  b, _ = decode.sample(step, model.init_cache(2, 10), 2, 10, jax.random.key(1))
+  c, _ = decode.sample(step, model.init_cache(2, 10), 2, 10, jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
