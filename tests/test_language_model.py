@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tx_jax import configuration, errors, evaluate, train
+from tx_jax import configuration, errors, evaluate, generate, train
 from tx_jax.data import pipeline
 from tx_jax.training import evaluation
 
@@ -21,6 +21,10 @@ def test_lm_trains_and_evaluates_with_unigram_baseline(small_corpus_dir, vocab_d
   result = evaluate.evaluate(config, str(tmp_path / "run"), split="test")
   metrics = result["metrics"]
   assert math.isfinite(metrics["test/perplexity"]) and metrics["test/unigram_perplexity"] > 1.0
+  samples = generate.generate(str(tmp_path / "run"), "The", num_samples=2, max_new_tokens=5, top_k=5, seed=1)
+  assert len(samples) == 2 and all(isinstance(s, str) for s in samples)
+  greedy = generate.generate(str(tmp_path / "run"), "The", num_samples=2, max_new_tokens=5, temperature=0)
+  assert greedy[0] == greedy[1]
 
 
 def test_unigram_perplexity_by_hand():

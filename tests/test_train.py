@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from tx_jax import evaluate, parallel, train
+from tx_jax import evaluate, parallel, train, translate
 from tx_jax.data import pipeline, translation
 from tx_jax.training import checkpoint, experiment
 
@@ -80,6 +80,18 @@ def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
   assert summary["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
   with open(os.path.join(workdir, "eval", f"test_step{summary['step']}.json")) as f:
     assert json.load(f)["bleu_signature"].startswith("nrefs:1")
+
+  # The same checkpoint through the command line: stdin lines -> stdout lines, blank lines kept.
+  with open(os.path.join(tiny_config.data_dir, "test.de"), encoding="utf-8") as f:
+    sources = f.read().split("\n")[:3]
+  result = subprocess.run([sys.executable, "-m", "tx_jax.translate", f"--workdir={workdir}", "--beam_size=2"],
+                          input="\n".join([sources[0], "", sources[1], sources[2]]) + "\n", cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.split("\n")[:-1]
+  assert len(lines) == 4 and lines[1] == ""
+  expected = translate.translate_lines(workdir, [sources[0], "", sources[1], sources[2]], beam_size=2)
+  assert lines == expected  # the CLI is the library; a tiny model may well translate to ""
 
 
 def _run_cli(module, *args):

@@ -1,6 +1,15 @@
 """Builds a run's model, optimizer and compiled steps from its config."""
 
+import json
+import os
+
+import ml_collections
+
+from tx_jax import errors, parallel
+from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.data import translation
 from tx_jax.models import registry
+from tx_jax.training import checkpoint
 from tx_jax.training import schedules
 from tx_jax.training import step as step_lib
 
@@ -13,3 +22,23 @@ def build(config, mesh, abstract_only=False):
     lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only)
   train_fn, eval_fn = step_lib.compile_steps(graphdef, tx, schedule, shardings, mesh, config.label_smoothing)
   return graphdef, state, train_fn, eval_fn
+
+
+def workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was started with (tx_jax.train writes WORKDIR/config.json)."""
+  path = os.path.join(os.path.expanduser(workdir), "config.json")
+  if not os.path.exists(path):
+    raise errors.CheckpointError(f"{path} is missing: {workdir} is not a tx_jax.train workdir (train first, "
+                                 "or pass the workdir that holds config.json and checkpoints/).")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_for_inference(workdir: str, step: int | None = None):
+  """(config, graphdef, params, tokenizer) of a trained workdir, on this process's devices."""
+  config = workdir_config(workdir)
+  mesh = parallel.make_mesh((-1, 1, 1))
+  graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
+  state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
+  processor = tokenizer_lib.train_or_load(translation.vocab_path(config), [], config.vocab_size)
+  return config, graphdef, state.params, processor

@@ -1,0 +1,82 @@
+"""Sample continuations from a trained LM: python -m tx_jax.generate --workdir=DIR --prompt="..."
+
+Greedy with --temperature=0; otherwise ancestral sampling with optional --top_k / --top_p.
+"""
+
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from tx_jax import decode, errors, logging_utils
+from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.training import experiment
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command-line flags (defined on demand, so the module also imports as a library)."""
+  flags.DEFINE_string("workdir", None, "A tx_jax.train workdir of a language model.")
+  flags.DEFINE_string("prompt", "", "Text to continue (empty: start from nothing).")
+  flags.DEFINE_integer("num_samples", 1, "Continuations to sample.")
+  flags.DEFINE_integer("max_new_tokens", 64, "Most tokens generated per sample.")
+  flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 = greedy.")
+  flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0 = all).")
+  flags.DEFINE_float("top_p", 1.0, "Sample among the smallest set of tokens whose probability reaches p.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p"))
+def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p):
+  """Feeds prompt [b, p] (BOS first) through the cache, then decodes up to max_new_tokens tokens."""
+  model = nnx.merge(graphdef, params)
+  batch, prompt_len = prompt.shape
+  cache = model.init_cache(batch, prompt_len + max_new_tokens)
+  for i in range(prompt_len - 1):  # prefill all but the last prompt token
+    _, cache = model.decode_step(prompt[:, i], cache, i)
+  # Decoding continues from the last prompt token, at positions offset by the prompt.
+  step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i + prompt_len - 1)
+  if temperature == 0.0:
+    return decode.greedy(step_fn, cache, batch, max_new_tokens, bos_id=prompt[0, -1])[0]
+  return decode.sample(step_fn, cache, batch, max_new_tokens, rng, temperature=temperature, top_k=top_k,
+                       top_p=top_p, bos_id=prompt[0, -1])[0]
+
+
+def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, temperature=1.0, top_k=0,
+             top_p=1.0, seed=0, step=None):
+  """Continuations (strings) of `prompt` from the LM in `workdir`."""
+  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step)
+  if config.get("task", "translation") != "lm":
+    raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
+                             "tx_jax.generate needs a language model (task=lm).")
+  ids = [tokenizer_lib.BOS_ID] + processor.encode(prompt)
+  prompt_ids = jnp.asarray(np.tile(np.asarray(ids, np.int32), (num_samples, 1)))
+  out = _generate(graphdef, params, prompt_ids, jax.random.key(seed), max_new_tokens=max_new_tokens,
+                  temperature=float(temperature), top_k=top_k, top_p=float(top_p))
+  return [tokenizer_lib.decode(processor, row) for row in np.asarray(out)]
+
+
+def main(argv):
+  del argv
+  logging_utils.quiet_library_logs()
+  if FLAGS.workdir is None:
+    raise app.UsageError("--workdir is required.")
+  try:
+    samples = generate(FLAGS.workdir, FLAGS.prompt, num_samples=FLAGS.num_samples,
+                       max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+                       top_p=FLAGS.top_p, seed=FLAGS.seed, step=FLAGS.step)
+  except errors.UserError as e:
+    sys.exit(f"tx_jax.generate: {e}")
+  for s in samples:
+    print(FLAGS.prompt + (" " if FLAGS.prompt else "") + s)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

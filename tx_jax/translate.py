@@ -1,0 +1,57 @@
+"""Translate text with a trained workdir: python -m tx_jax.translate --workdir=DIR < in.txt > out.txt
+
+Reads one sentence per line from stdin and writes one translation per line to stdout.
+"""
+
+import sys
+
+from absl import app, flags
+
+from tx_jax import decode, errors, logging_utils
+from tx_jax.training import experiment
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command-line flags (defined on demand, so the module also imports as a library)."""
+  flags.DEFINE_string("workdir", None, "A tx_jax.train workdir (config.json + checkpoints/).")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
+  flags.DEFINE_integer("beam_size", None, "Beam size; default: the run's config.beam_size (1 = greedy).")
+  flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.")
+
+
+def translate_lines(workdir: str, lines, *, step=None, beam_size=None, batch_size: int = 64):
+  """Translations of `lines` (a list of strings) by the checkpoint in `workdir`."""
+  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step)
+  if config.get("task", "translation") != "translation":
+    raise errors.ConfigError(f"{workdir} holds a config.task={config.task!r} model; tx_jax.translate needs a "
+                             "translation model (use tx_jax.generate for language models).")
+  out = [""] * len(lines)
+  texts = [(i, line) for i, line in enumerate(lines) if line.strip()]
+  translated = decode.translate_texts(
+    graphdef, params, processor, [t for _, t in texts], batch_size=batch_size,
+    beam_size=beam_size or config.beam_size, alpha=config.length_penalty_alpha,
+    max_predict_length=config.max_predict_length)
+  for (i, _), t in zip(texts, translated):
+    out[i] = t
+  return out
+
+
+def main(argv):
+  del argv
+  logging_utils.quiet_library_logs()
+  if FLAGS.workdir is None:
+    raise app.UsageError("--workdir is required.")
+  lines = [line.rstrip("\n") for line in sys.stdin]
+  try:
+    translations = translate_lines(FLAGS.workdir, lines, step=FLAGS.step, beam_size=FLAGS.beam_size,
+                                   batch_size=FLAGS.batch_size)
+  except errors.UserError as e:
+    sys.exit(f"tx_jax.translate: {e}")
+  sys.stdout.writelines(t + "\n" for t in translations)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
