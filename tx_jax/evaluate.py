@@ -1,4 +1,4 @@
-"""Evaluate a trained translator from its checkpoint: loss, token accuracy, SacreBLEU.
+"""Evaluate a checkpoint: loss, token accuracy, perplexity, and SacreBLEU (translation) or the unigram baseline (LM).
 
 Usage: python -m tx_jax.evaluate --config=configs/default.py --workdir=DIR [--step=N] [--split=test]
 """

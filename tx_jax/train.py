@@ -1,4 +1,4 @@
-"""Train a Transformer translator: python -m tx_jax.train --config=configs/default.py --workdir=DIR.
+"""Train a Transformer (translation or LM): python -m tx_jax.train --config=configs/default.py --workdir=DIR.
 
 Resumes from the newest checkpoint in WORKDIR; `--config.key=value` overrides any config field.
 """
