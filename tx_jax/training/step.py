@@ -52,8 +52,8 @@ def _state_shardings(abstract_state: TrainState, param_shardings, mesh):
 
   def for_opt_leaf(path, leaf):
     path = tuple(_path(path))
-    for n in range(len(path)):  # optimizer leaves end with their parameter's path
-      if path[n:] in flat_params and len(path) - n > 0:
+    for n in range(len(path)):  # optimizer moments' paths end with their parameter's full path
+      if path[n:] in flat_params:
         return flat_params[path[n:]]
     return parallel.replicated(mesh)
 
