@@ -115,3 +115,10 @@ def test_evaluate_without_checkpoint_says_so(tiny_config, tmp_path):
   from tx_jax import errors
   with pytest.raises(errors.CheckpointError, match="No checkpoint"):
     evaluate.evaluate(tiny_config, str(tmp_path / "empty"), split="test")
+
+
+def test_missing_vocabulary_says_how_it_is_made(tmp_path):
+  from tx_jax import errors
+  from tx_jax.data import tokenizer
+  with pytest.raises(errors.DataError, match="spm.model is missing"):
+    tokenizer.load(str(tmp_path / "spm.model"))

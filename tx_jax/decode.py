@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tx_jax import parallel
+from tx_jax.data import pipeline
 from tx_jax.data import tokenizer as tokenizer_lib
 
 NEG_INF = -1.0e7
@@ -168,17 +170,12 @@ def decode_length(longest_source: int, max_predict_length: int) -> int:
 def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam_size: int, alpha: float,
                     max_predict_length: int, mesh=None):
   """Translates a list of strings; batches are sorted by length and padded to a few shapes."""
-  from tx_jax import parallel  # pylint: disable=g-import-not-at-top
-  from tx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   sources = [np.asarray(ids + [tokenizer_lib.EOS_ID], np.int32) for ids in processor.encode(list(texts))]
   outputs = [""] * len(sources)
   for ids, inputs in pipeline.source_batches(sources, global_rows=batch_size):
-    if mesh is not None:
-      inputs = parallel.global_batch({"inputs": inputs}, mesh)["inputs"]
-    out = translate_batch(graphdef, params, jnp.asarray(inputs), beam_size=beam_size,
-                          max_len=decode_length(int((inputs != 0).sum(1).max()), max_predict_length),
-                          alpha=alpha)
+    max_len = decode_length(int((inputs != 0).sum(1).max()), max_predict_length)
+    inputs = parallel.global_batch({"inputs": inputs}, mesh)["inputs"] if mesh is not None else jnp.asarray(inputs)
+    out = translate_batch(graphdef, params, inputs, beam_size=beam_size, max_len=max_len, alpha=alpha)
     out = np.asarray(jax.device_get(out))
     for row, i in enumerate(ids):
       if i >= 0:

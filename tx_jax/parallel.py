@@ -86,7 +86,3 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
-
-def num_batch_shards(mesh: Mesh) -> int:
-  """How many ways the batch dimension is split."""
-  return mesh.shape["data"] * mesh.shape["fsdp"]

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 from tx_jax import configuration, errors, logging_utils, parallel
 from tx_jax.data import pipeline
 from tx_jax.data import translation
+from tx_jax.models import registry
 from tx_jax.training import checkpoint, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
@@ -24,10 +25,6 @@ def define_flags():
   """The command-line flags (defined on demand, so the module also imports as a library)."""
   config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and outputs.")
-
-
-def _count_params(params) -> int:
-  return sum(x.size for x in jax.tree.leaves(params))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -45,7 +42,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                len(data.train), train_iter.batches_per_epoch(), global_rows, config.max_target_length)
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
-  logging.info("Model: %s parameters", f"{_count_params(state.params):,}")
+  logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
   manager = checkpoint.make_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
   if manager.latest_step() is not None:
     state, data_state = checkpoint.restore(manager, state)

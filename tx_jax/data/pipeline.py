@@ -126,8 +126,9 @@ class TrainBatches:
 
   def set_state(self, state: dict):
     """Continues from a position returned by `get_state`."""
+    if int(state["epoch"]) != self.epoch:  # the packing of another epoch is made anew
+      self._epoch_rows = None
     self.epoch, self.index = int(state["epoch"]), int(state["index"])
-    self._epoch_rows = None
 
   def __iter__(self):
     return self

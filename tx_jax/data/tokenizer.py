@@ -31,6 +31,14 @@ def train_or_load(path: str, texts, vocab_size: int, *, max_sentences: int = 2_0
           f"SentencePiece could not train a vocabulary of config.vocab_size={vocab_size} on "
           f"{len(texts)} sentences ({e}); lower config.vocab_size.") from None
       os.replace(prefix + ".model", path)  # atomic: an interrupted run never leaves half a model
+  return load(path)
+
+
+def load(path: str) -> spm.SentencePieceProcessor:
+  """The trained SentencePiece model at `path`, checked to use tx_jax's special ids."""
+  if not os.path.exists(path):
+    raise errors.DataError(f"The vocabulary {path} is missing; it is trained by the first "
+                           "python -m tx_jax.train run of this dataset (or set config.vocab_path).")
   processor = spm.SentencePieceProcessor(model_file=path)
   if processor.pad_id() != PAD_ID or processor.eos_id() != EOS_ID or processor.bos_id() != BOS_ID:
     raise errors.DataError(f"The SentencePiece model {path} uses other special ids than tx_jax "

@@ -40,5 +40,5 @@ def restore_for_inference(workdir: str, step: int | None = None):
   mesh = parallel.make_mesh((-1, 1, 1))
   graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
   state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
-  processor = tokenizer_lib.train_or_load(translation.vocab_path(config), [], config.vocab_size)
+  processor = tokenizer_lib.load(translation.vocab_path(config))
   return config, graphdef, state.params, processor
