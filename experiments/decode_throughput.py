@@ -23,7 +23,7 @@ from flax import nnx  # noqa: E402
 
 from configs import default  # noqa: E402
 from tx_jax import decode  # noqa: E402
-from tx_jax.data import translation  # noqa: E402
+from tx_jax.data import task_data  # noqa: E402
 from tx_jax.models.config import ModelConfig  # noqa: E402
 from tx_jax.models.encoder_decoder import EncoderDecoder  # noqa: E402
 
@@ -41,7 +41,7 @@ SHAPES = {
 
 def real_sources(batch: int, length: int) -> np.ndarray:
   """[batch, length] token ids: consecutive test-split sentences concatenated and cut to `length`."""
-  data = translation.load_translation_data(default.get_config(), splits=("test",))
+  data = task_data.load(default.get_config(), splits=("test",))
   stream = np.concatenate([s for s in data.eval["test"].sources])
   return stream[:batch * length].reshape(batch, length).astype(np.int32)
 

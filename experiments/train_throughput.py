@@ -19,7 +19,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from tx_jax import configuration, parallel  # noqa: E402
-from tx_jax.data import pipeline, translation  # noqa: E402
+from tx_jax.data import pipeline, task_data  # noqa: E402
 from tx_jax.training import experiment  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Training config.")
@@ -61,7 +61,7 @@ def main(argv):
   config = _CONFIG.value
   configuration.validate(config)
   mesh = parallel.make_mesh(config.mesh_shape)
-  data = translation.load_translation_data(config, splits=("train",))
+  data = task_data.load(config, splits=("train",))
   rows = config.per_device_batch_size * jax.device_count()
   batches = pipeline.TrainBatches(data.train, global_rows=rows, row_length=config.max_target_length, seed=0)
   _, state, train_fn, _ = experiment.build(config, mesh)

@@ -17,11 +17,11 @@ import jax, numpy as np
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/tests")
 from conftest import make_tiny_config
 from tx_jax import parallel
-from tx_jax.data import pipeline, translation
+from tx_jax.data import pipeline, task_data
 from tx_jax.training import experiment
 
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0)
-data = translation.load_translation_data(config, splits=("train",))
+data = task_data.load(config, splits=("train",))
 batches = pipeline.TrainBatches(data.train, global_rows=8, row_length=64, seed=0)
 local = [next(batches) for _ in range(3)]
 losses = {{}}

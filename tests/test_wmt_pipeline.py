@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 from configs import wmt_base
 from tx_jax import errors
-from tx_jax.data import pipeline, sources, translation
+from tx_jax.data import pipeline, sources, task_data
 
 
 def test_wmt_base_pipeline_yields_shaped_batches(tmp_path):
@@ -17,7 +17,7 @@ def test_wmt_base_pipeline_yields_shaped_batches(tmp_path):
   config.vocab_path = str(tmp_path / "wmt.model")
   config.max_target_length = 64
   with tfds.testing.mock_data(num_examples=40):
-    data = translation.load_translation_data(config)
+    data = task_data.load(config)
   assert set(data.pairs) == {"train", "validation", "test"}
   assert len(data.pairs["train"]) == 40
   batches = pipeline.TrainBatches(data.train, global_rows=4, row_length=config.max_target_length, seed=0)
@@ -43,7 +43,7 @@ def test_lm1b_base_pipeline_yields_shaped_batches(tmp_path):
   config.vocab_size = 100
   config.vocab_path = str(tmp_path / "lm1b.model")
   with tfds.testing.mock_data(num_examples=30):
-    data = translation.load_translation_data(config)
+    data = task_data.load(config)
   assert len(data.pairs["train"]) == 30 and all(src == "" for src, _ in data.pairs["train"])
   assert data.pairs["validation"] and data.pairs["test"]  # (mock data ignores the slices' bounds)
   assert sources.tfds_split_names(config) == {"train": "train", "validation": "test[:50%]",

@@ -1,14 +1,12 @@
 """Config validation: every bad value fails before any compile, with a message naming the field."""
 
 from tx_jax import errors
-
-# What tx_jax.train can train, and the model family each task needs.
-TASK_FAMILY = {"translation": "encoder_decoder", "lm": "decoder_only"}
+from tx_jax.training.tasks import TASK_FAMILY
 
 CHOICES = {
   "task": tuple(TASK_FAMILY),
   "model_family": ("encoder_decoder", "decoder_only", "encoder_only"),
-  "dataset": ("libreoffice_help", "text_files", "tfds"),
+  "dataset": ("libreoffice_help", "text_files", "tfds", "rotten_tomatoes"),
   "positions": ("sinusoidal", "learned", "rope", "none"),
   "norm": ("layernorm", "rmsnorm"),
   "norm_position": ("pre", "post"),
@@ -21,7 +19,7 @@ POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_ba
                  "eval_every_steps", "checkpoint_every_steps", "beam_size", "eval_batch_size")
 NON_NEGATIVE = ("warmup_steps", "num_encoder_layers", "num_decoder_layers", "weight_decay", "grad_clip_norm",
                 "num_kv_heads", "num_predict_sentences", "length_penalty_alpha")
-FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing")  # in [0, 1)
+FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate")  # in [0, 1)
 
 
 def _fail(field, value, why):
@@ -45,8 +43,9 @@ def validate(config):
   task = config.get("task", "translation")
   family = config.get("model_family", TASK_FAMILY[task])
   if family != TASK_FAMILY[task]:
-    _fail("model_family", family, f"cannot be trained on config.task={task!r}; it needs {TASK_FAMILY[task]!r} "
-          "(the encoder-only family has models and configs but no training task yet).")
+    _fail("model_family", family, f"cannot be trained on config.task={task!r}; it needs {TASK_FAMILY[task]!r}.")
+  if task == "classification" and config.get("num_classes", 0) < 2:
+    _fail("num_classes", config.get("num_classes", 0), "must be at least 2 for config.task='classification'.")
   if not config.learning_rate > 0:
     _fail("learning_rate", config.learning_rate, "must be positive (it is the peak of the schedule).")
   if config.emb_dim % config.num_heads:

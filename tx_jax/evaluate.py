@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tx_jax import configuration, errors, logging_utils, parallel
-from tx_jax.data import translation
+from tx_jax.data import task_data
 from tx_jax.training import checkpoint, evaluation, experiment
 
 FLAGS = flags.FLAGS
@@ -36,7 +36,7 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   configuration.validate(config)
   is_lm = config.get("task", "translation") == "lm"
   mesh = parallel.make_mesh(config.mesh_shape)
-  data = translation.load_translation_data(config, splits=("train", split) if is_lm else (split,))
+  data = task_data.load(config, splits=("train", split) if is_lm else (split,))
   graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
   manager = checkpoint.make_manager(workdir, read_only=True)
   state, _ = checkpoint.restore(manager, abstract_state, step)

@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from tx_jax import configuration, errors, logging_utils, parallel
 from tx_jax.data import pipeline
-from tx_jax.data import translation
+from tx_jax.data import task_data
 from tx_jax.models import registry
 from tx_jax.training import checkpoint, evaluation, experiment, metrics
 
@@ -34,7 +34,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(config.mesh_shape)
   global_rows = config.per_device_batch_size * jax.device_count()
-  data = translation.load_translation_data(config, splits=("train", "validation"))
+  data = task_data.load(config, splits=("train", "validation"))
   train_iter = pipeline.TrainBatches(
     data.train, global_rows=global_rows, row_length=config.max_target_length, seed=config.seed,
     process_index=jax.process_index(), process_count=jax.process_count())

@@ -8,11 +8,16 @@ from absl import logging
 
 from tx_jax import errors
 
-PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
+PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3  # BOS doubles as BERT's [CLS]
+MASK_ID = 4  # [MASK], a user-defined piece of encoder (mlm/classification) vocabularies only
+FIRST_ORDINARY_ID = 5  # in encoder vocabularies, the first id of a real piece
 
 
-def train_or_load(path: str, texts, vocab_size: int, *, max_sentences: int = 2_000_000) -> spm.SentencePieceProcessor:
-  """Loads the SentencePiece model at `path`, training it on `texts` first if it is not there."""
+def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False, max_sentences: int = 2_000_000) -> spm.SentencePieceProcessor:
+  """Loads the SentencePiece model at `path`, training it on `texts` first if it is not there.
+
+  `with_mask` reserves id MASK_ID for the [MASK] piece of masked-LM pretraining.
+  """
   if not os.path.exists(path):
     texts = [t for t in texts if t]
     logging.info("Training a %d-piece SentencePiece vocabulary on %d sentences -> %s",
@@ -25,13 +30,18 @@ def train_or_load(path: str, texts, vocab_size: int, *, max_sentences: int = 2_0
           sentence_iterator=iter(texts), model_prefix=prefix, vocab_size=vocab_size,
           model_type="unigram", character_coverage=1.0, input_sentence_size=max_sentences,
           shuffle_input_sentence=True, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=BOS_ID,
+          user_defined_symbols=["[MASK]"] if with_mask else [],
           num_threads=os.cpu_count() or 1, minloglevel=2)
       except RuntimeError as e:
         raise errors.ConfigError(
           f"SentencePiece could not train a vocabulary of config.vocab_size={vocab_size} on "
           f"{len(texts)} sentences ({e}); lower config.vocab_size.") from None
       os.replace(prefix + ".model", path)  # atomic: an interrupted run never leaves half a model
-  return load(path)
+  processor = load(path)
+  if with_mask and processor.piece_to_id("[MASK]") != MASK_ID:
+    raise errors.DataError(f"The SentencePiece model {path} has no [MASK] piece at id {MASK_ID} (it was trained for "
+                           "another task); delete it or set config.vocab_path to a new file.")
+  return processor
 
 
 def load(path: str) -> spm.SentencePieceProcessor:

@@ -7,7 +7,7 @@ import ml_collections
 
 from tx_jax import errors, parallel
 from tx_jax.data import tokenizer as tokenizer_lib
-from tx_jax.data import translation
+from tx_jax.data import task_data
 from tx_jax.models import registry
 from tx_jax.training import checkpoint
 from tx_jax.training import schedules
@@ -20,7 +20,9 @@ def build(config, mesh, abstract_only=False):
   tx = schedules.make_optimizer(config, schedule)
   graphdef, state, shardings = step_lib.create_train_state(
     lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only)
-  train_fn, eval_fn = step_lib.compile_steps(graphdef, tx, schedule, shardings, mesh, config.label_smoothing)
+  train_fn, eval_fn = step_lib.compile_steps(
+    graphdef, tx, schedule, shardings, mesh, task=config.get("task", "translation"),
+    label_smoothing=config.label_smoothing, mask_rate=config.get("mlm_mask_rate", 0.15))
   return graphdef, state, train_fn, eval_fn
 
 
@@ -40,5 +42,5 @@ def restore_for_inference(workdir: str, step: int | None = None):
   mesh = parallel.make_mesh((-1, 1, 1))
   graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
   state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
-  processor = tokenizer_lib.load(translation.vocab_path(config))
+  processor = tokenizer_lib.load(task_data.vocab_path(config))
   return config, graphdef, state.params, processor

@@ -24,3 +24,21 @@ def loss_sums(logits, targets, weights, label_smoothing: float = 0.0) -> dict:
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
   return {"loss": (smoothed * weights).sum(), "nll": (nll * weights).sum(),
           "correct": (correct * weights).sum(), "tokens": weights.sum()}
+
+
+def classification_sums(logits, labels, label_smoothing: float = 0.0) -> dict:
+  """Sums over examples with label >= 0 (-1 marks filler rows): loss, nll, correct, count, confusion.
+
+  logits: [batch, classes]; labels: [batch]. "tokens" counts examples so the per-token means of
+  `tx_jax.training.metrics.summarize` become per-example means; "confusion" [classes, classes]
+  counts (true, predicted) pairs for macro-F1.
+  """
+  num_classes = logits.shape[-1]
+  valid = labels >= 0
+  safe = jnp.where(valid, labels, 0)
+  smoothed, nll = token_losses(logits, safe, label_smoothing)
+  weights = valid.astype(jnp.float32)
+  predicted = jnp.argmax(logits, axis=-1)
+  confusion = jnp.zeros((num_classes, num_classes), jnp.float32).at[safe, predicted].add(weights)
+  return {"loss": (smoothed * weights).sum(), "nll": (nll * weights).sum(),
+          "correct": ((predicted == safe) * weights).sum(), "tokens": weights.sum(), "confusion": confusion}

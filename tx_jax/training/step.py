@@ -10,8 +10,7 @@ import optax
 from flax import nnx
 
 from tx_jax import parallel
-from tx_jax.models.decoder_only import DecoderOnly
-from tx_jax.training import losses
+from tx_jax.training import tasks
 
 
 @flax.struct.dataclass
@@ -66,25 +65,14 @@ def _path(path):
   return [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
 
 
-def _forward(graphdef, params, batch, *, deterministic, rngs=None):
-  """Model logits [batch, len, vocab] for a packed batch (a decoder-only model reads only the targets)."""
-  model = nnx.merge(graphdef, params)
-  if isinstance(model, DecoderOnly):
-    return model(batch["decoder_inputs"], segments=batch["targets_segment_ids"],
-                 positions=batch["targets_positions"], deterministic=deterministic, rngs=rngs)
-  return model(batch["inputs"], batch["decoder_inputs"],
-               input_segments=batch["inputs_segment_ids"], target_segments=batch["targets_segment_ids"],
-               input_positions=batch["inputs_positions"], target_positions=batch["targets_positions"],
-               deterministic=deterministic, rngs=rngs)
-
-
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, label_smoothing: float, schedule):
-  """One optimizer step on a global batch; returns (state, metric sums)."""
-  dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, task: str, label_smoothing: float,
+               mask_rate: float = 0.15):
+  """One optimizer step on a global batch of `task`; returns (state, metric sums)."""
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)  # dropout and MLM masks
 
   def loss_fn(params):
-    logits = _forward(graphdef, params, batch, deterministic=False, rngs=nnx.Rngs(dropout=dropout_rng))
-    sums = losses.loss_sums(logits, batch["targets"], batch["targets_segment_ids"] != 0, label_smoothing)
+    sums = tasks.metric_sums(nnx.merge(graphdef, params), batch, task=task, label_smoothing=label_smoothing,
+                             deterministic=False, rng=rng, mask_rate=mask_rate)
     return sums["loss"] / jnp.maximum(sums["tokens"], 1.0), sums  # normalised over non-pad tokens
 
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -95,20 +83,21 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, label_smoothing:
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
 
-def eval_step(params, batch: dict, *, graphdef, label_smoothing: float) -> dict:
-  """Metric sums of the model on one packed batch, without dropout."""
-  logits = _forward(graphdef, params, batch, deterministic=True)
-  return losses.loss_sums(logits, batch["targets"], batch["targets_segment_ids"] != 0, label_smoothing)
+def eval_step(params, batch: dict, *, graphdef, task: str, label_smoothing: float, mask_rate: float = 0.15) -> dict:
+  """Metric sums of the model on one batch, without dropout (MLM masks with a fixed key)."""
+  return tasks.metric_sums(nnx.merge(graphdef, params), batch, task=task, label_smoothing=label_smoothing,
+                           deterministic=True, mask_rate=mask_rate)
 
 
-def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, label_smoothing: float):
+def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, *, task: str, label_smoothing: float,
+                  mask_rate: float = 0.15):
   """jax.jit-compiled train and eval steps with the state's and the batch's shardings."""
   batch_sharding = parallel.batch_sharding(mesh)
+  task_args = dict(task=task, label_smoothing=label_smoothing, mask_rate=mask_rate)
   train = jax.jit(
-    functools.partial(train_step, graphdef=graphdef, tx=tx, label_smoothing=label_smoothing,
-                      schedule=schedule),
+    functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, **task_args),
     in_shardings=(shardings, batch_sharding), out_shardings=(shardings, parallel.replicated(mesh)),
     donate_argnums=(0,))
-  evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef, label_smoothing=label_smoothing),
+  evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef, **task_args),
                      in_shardings=(shardings.params, batch_sharding), out_shardings=parallel.replicated(mesh))
   return train, evaluate

@@ -33,7 +33,7 @@ def vocab_path(config) -> str:
                       f"{name}_{langs}_{config.vocab_size}.model")
 
 
-def load_translation_data(config, splits=sources.SPLITS) -> TranslationData:
+def load(config, splits=sources.SPLITS) -> TranslationData:
   """Loads the configured corpus, trains or loads its vocabulary, tokenizes the splits."""
   if config.get("task", "translation") == "lm":
     pairs = {split: [("", text) for text in texts] for split, texts in sources.load_texts(config).items()}
