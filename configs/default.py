@@ -62,14 +62,19 @@ def get_config():
   config.weight_decay = 0.0  # > 0 switches Adam to AdamW
   config.grad_clip_norm = 0.0  # > 0 clips gradients to this global norm
 
-  # Parallelism.
-  config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
+  # Parallelism and memory (README "Accelerators and clusters").
+  config.parallelism = "jit"  # jit: one program over the mesh (data, fsdp, tensor); pmap: data parallel only
+  config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices; pmap needs (-1, 1, 1)
+  config.grad_accum_steps = 1  # microbatches per step; must divide per_device_batch_size (same update, less memory)
+  config.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | nothing_saveable
+  config.scan_layers = False  # True: the blocks run as one lax.scan (compile time independent of depth)
 
   # Loop, evaluation and checkpoints.
   config.log_every_steps = 100
   config.eval_every_steps = 1000
   config.num_eval_steps = 20  # packed validation batches per evaluation (-1: all)
   config.num_predict_sentences = 100  # validation sentences decoded for eval/bleu during training
+  config.attention_images = False  # True: eval also draws the first validation text's attention maps in TensorBoard
   config.checkpoint_every_steps = 500
   config.max_checkpoints_to_keep = 3
   config.beam_size = 4

@@ -63,6 +63,18 @@ def make_tiny_config(corpus_dir, vocab_dir, **overrides):
   return config
 
 
+def make_tiny_encoder_config(vocab_dir, task, **overrides):
+  """configs/bert_mlm_default.py (task "mlm") or bert_cls_default.py shrunk to train in seconds."""
+  from configs import bert_cls_default, bert_mlm_default
+  config = (bert_mlm_default if task == "mlm" else bert_cls_default).get_config()
+  config.vocab_path = os.path.join(vocab_dir, "rt_enc_600.model")
+  config.update(vocab_size=600, emb_dim=32, num_heads=2, mlp_dim=64, num_encoder_layers=1, num_train_steps=4,
+                warmup_steps=1, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4, num_eval_steps=2,
+                per_device_batch_size=8, learning_rate=0.003)
+  config.update(overrides)
+  return config
+
+
 @pytest.fixture(scope="session")
 def vocab_dir(tmp_path_factory):
   """One SentencePiece model shared by the tests (trained on first use)."""

@@ -21,6 +21,8 @@ def test_lm_trains_and_evaluates_with_unigram_baseline(small_corpus_dir, vocab_d
   result = evaluate.evaluate(config, str(tmp_path / "run"), split="test")
   metrics = result["metrics"]
   assert math.isfinite(metrics["test/perplexity"]) and metrics["test/unigram_perplexity"] > 1.0
+  # A token spans at least one byte, so bits per byte are below log2(per-token perplexity).
+  assert 0.0 < metrics["test/bits_per_byte"] < math.log2(metrics["test/perplexity"])
   samples = generate.generate(str(tmp_path / "run"), "The", num_samples=2, max_new_tokens=5, top_k=5, seed=1)
   assert len(samples) == 2 and all(isinstance(s, str) for s in samples)
   greedy = generate.generate(str(tmp_path / "run"), "The", num_samples=2, max_new_tokens=5, temperature=0)

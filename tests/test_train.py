@@ -61,9 +61,11 @@ def test_stopped_and_restarted_run_matches_uninterrupted(tiny_config, tmp_path):
 def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
   from tensorboard.backend.event_processing import event_accumulator
   workdir = str(tmp_path / "run")
+  tiny_config.attention_images = True
   train.train_and_evaluate(tiny_config, workdir)
   acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
   acc.Reload()
+  assert [e.step for e in acc.Images("eval/attention")] == [3, 6]  # at each evaluation
   for tag in TAGS:
     events = acc.Scalars(tag)
     assert events, tag
@@ -78,6 +80,10 @@ def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
     references = f.read().split("\n")[:-1]
   assert len(hypotheses) == len(references) == 64
   assert summary["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+  assert summary["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+  assert summary["chrf_signature"].startswith("nrefs:1")
+  acc.Reload()  # evaluate wrote its results at the checkpoint's step
+  assert [e.step for e in acc.Scalars("eval/test/bleu")] == [tiny_config.num_train_steps]
   with open(os.path.join(workdir, "eval", f"test_step{summary['step']}.json")) as f:
     assert json.load(f)["bleu_signature"].startswith("nrefs:1")
 

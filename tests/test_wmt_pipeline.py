@@ -56,3 +56,17 @@ def test_wmt_big_is_the_paper_shape():
   from configs import wmt_big
   config = wmt_big.get_config()
   assert (config.emb_dim, config.mlp_dim, config.num_heads, config.num_encoder_layers) == (1024, 4096, 16, 6)
+
+
+def test_sst2_base_pipeline_yields_labelled_batches(tmp_path):
+  from configs import sst2_base
+  config = sst2_base.get_config()
+  config.vocab_size = 100
+  config.vocab_path = str(tmp_path / "sst2.model")
+  with tfds.testing.mock_data(num_examples=40):
+    data = task_data.load(config)
+  assert len(data.pairs["train"]) == 40 and all(label in (0, 1) for _, label in data.pairs["train"])
+  batch = next(task_data.train_batches(config, data, global_rows=8))
+  assert batch["inputs"].shape == (8, 128) and batch["labels"].shape == (8,)
+  assert (batch["inputs"][:, 0] == 3).all()  # [CLS] first
+  assert sources.tfds_split_names(config)["test"] == "validation"  # GLUE's test labels are hidden

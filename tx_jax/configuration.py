@@ -1,6 +1,7 @@
 """Config validation: every bad value fails before any compile, with a message naming the field."""
 
 from tx_jax import errors
+from tx_jax.models.config import REMAT_POLICIES
 from tx_jax.training.tasks import TASK_FAMILY
 
 CHOICES = {
@@ -13,10 +14,13 @@ CHOICES = {
   "activation": ("relu", "gelu", "swiglu"),
   "schedule": ("rsqrt", "cosine", "constant"),
   "dtype": ("float32", "bfloat16"),
+  "parallelism": ("jit", "pmap"),
+  "remat_policy": tuple(REMAT_POLICIES),
 }
 POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_batch_size", "num_train_steps",
                  "max_target_length", "max_eval_target_length", "max_predict_length", "log_every_steps",
-                 "eval_every_steps", "checkpoint_every_steps", "beam_size", "eval_batch_size")
+                 "eval_every_steps", "checkpoint_every_steps", "beam_size", "eval_batch_size",
+                 "grad_accum_steps")
 NON_NEGATIVE = ("warmup_steps", "num_encoder_layers", "num_decoder_layers", "weight_decay", "grad_clip_norm",
                 "num_kv_heads", "num_predict_sentences", "length_penalty_alpha")
 FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate")  # in [0, 1)
@@ -59,5 +63,12 @@ def validate(config):
     _fail("vocab_size", config.vocab_size, "is too small for a SentencePiece vocabulary (>= 16).")
   if len(tuple(config.mesh_shape)) != 3:
     _fail("mesh_shape", tuple(config.mesh_shape), "must have 3 sizes: (data, fsdp, tensor).")
+  if config.get("parallelism") == "pmap" and tuple(config.mesh_shape)[1:] != (1, 1):
+    _fail("mesh_shape", tuple(config.mesh_shape), "must be (-1, 1, 1) with config.parallelism='pmap' (data "
+          "parallelism only); use parallelism='jit' to shard over the fsdp and tensor axes.")
+  if config.per_device_batch_size % config.get("grad_accum_steps", 1):
+    _fail("grad_accum_steps", config.grad_accum_steps,
+          f"must divide config.per_device_batch_size={config.per_device_batch_size} (each device splits its "
+          "rows into that many microbatches).")
   if task == "translation" and config.get("source_language") == config.get("target_language"):
     _fail("target_language", config.target_language, "must differ from config.source_language.")

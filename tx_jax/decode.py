@@ -1,7 +1,7 @@
 """Greedy, sampling and beam-search decoding with a KV cache, each one compiled `jax.lax.while_loop`.
 
-Written here rather than taken from a library: the search runs on tx_jax's own cache layout
-(a list of per-layer dicts) and gathers only the self-attention cache between beams.
+Written here rather than taken from a library: the search runs on tx_jax's own cache layout, in
+which the beams of a sentence share its KV caches, so that no cache is copied between beams.
 """
 
 import functools
@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from tx_jax import parallel
 from tx_jax.data import pipeline
@@ -24,7 +25,7 @@ def length_penalty(length, alpha: float):
 
 
 def _one_by_one(step_fn, cache, batch_size: int, max_len: int, choose, eos_id: int, bos_id: int):
-  """Decodes one token per step with `choose(log_probs [b, vocab], step) -> tokens [b]` until all hit EOS."""
+  """Decodes one token per step with `choose(logits [b, vocab] float32, step) -> tokens [b]` until all hit EOS."""
   def cond(carry):
     i, _, _, done, _, _ = carry
     return (i < max_len) & ~jnp.all(done)
@@ -32,9 +33,9 @@ def _one_by_one(step_fn, cache, batch_size: int, max_len: int, choose, eos_id: i
   def body(carry):
     i, last, out, done, scores, cache = carry
     logits, cache = step_fn(last, cache, i)
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-    token = choose(log_probs, i).astype(jnp.int32)
-    scores = scores + jnp.where(done, 0.0, jnp.take_along_axis(log_probs, token[:, None], -1)[:, 0])
+    logits = logits.astype(jnp.float32)
+    token = choose(logits, i).astype(jnp.int32)
+    scores = scores + jnp.where(done, 0.0, _log_prob_of(logits, token))
     token = jnp.where(done, 0, token)
     out = out.at[:, i].set(token)
     return i + 1, token, out, done | (token == eos_id), scores, cache
@@ -45,13 +46,26 @@ def _one_by_one(step_fn, cache, batch_size: int, max_len: int, choose, eos_id: i
   return out, scores
 
 
+def _log_prob_of(logits, tokens):
+  """log_softmax(logits)[tokens] as jax.nn.log_softmax computes it, without writing out the whole vocabulary."""
+  top = jnp.max(logits, axis=-1, keepdims=True)
+  chosen = jnp.take_along_axis(logits, tokens[:, None], axis=-1)
+  return ((chosen - top) - jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1, keepdims=True)))[:, 0]
+
+
+def _argmax(logits):
+  """jnp.argmax(logits, -1), the first maximum, as two plain reductions (faster than XLA:CPU's argmax)."""
+  first = jnp.where(logits == jnp.max(logits, axis=-1, keepdims=True), jnp.arange(logits.shape[-1]), logits.shape[-1])
+  return jnp.min(first, axis=-1)
+
+
 def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenizer_lib.EOS_ID,
            bos_id: int = tokenizer_lib.BOS_ID):
   """Argmax decoding; step_fn(tokens [b], cache, index) -> (logits [b, vocab], cache).
 
   Returns (tokens [b, max_len], sum of log-probabilities [b]); positions after EOS hold 0.
   """
-  return _one_by_one(step_fn, cache, batch_size, max_len, lambda lp, i: jnp.argmax(lp, -1), eos_id, bos_id)
+  return _one_by_one(step_fn, cache, batch_size, max_len, lambda logits, i: _argmax(logits), eos_id, bos_id)
 
 
 def filter_logits(log_probs, top_k: int = 0, top_p: float = 1.0):
@@ -74,26 +88,32 @@ def filter_logits(log_probs, top_k: int = 0, top_p: float = 1.0):
 def sample(step_fn, cache, batch_size: int, max_len: int, rng, *, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID):
   """Ancestral sampling at `temperature` from the top-k / top-p (nucleus) filtered distribution, seeded by rng."""
-  def choose(log_probs, i):
-    filtered = filter_logits(log_probs / max(temperature, 1e-6), top_k, top_p)
+  def choose(logits, i):
+    filtered = filter_logits(jax.nn.log_softmax(logits) / max(temperature, 1e-6), top_k, top_p)
     return jax.random.categorical(jax.random.fold_in(rng, i), filtered, axis=-1)
 
   return _one_by_one(step_fn, cache, batch_size, max_len, choose, eos_id, bos_id)
 
 
 def _gather_beams(tree, beam_indices, batch_size: int, beam_size: int):
-  """Picks beams [batch, beam] (indices into the old beams) from leaves shaped [batch * beam, ...]."""
+  """Picks beams [batch, beam] (indices into the old beams) from the leaves shaped [batch * beam, ...].
+
+  Leaves with another leading size (one row per sentence, shared by its beams) are left as they are.
+  """
   rows = (jnp.arange(batch_size)[:, None] * beam_size + beam_indices).reshape(-1)  # one row gather
-  return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), tree)
+  per_beam = lambda x: beam_size > 1 and x.shape[0] == batch_size * beam_size
+  return jax.tree.map(lambda x: jnp.take(x, rows, axis=0) if per_beam(x) else x, tree)
 
 
 def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, alpha: float = 0.6,
                 eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID):
-  """Beam search with the GNMT length penalty over a cache whose leaves lead with batch * beam.
+  """Beam search with the GNMT length penalty; step_fn(tokens [b * beam], cache, index) -> (logits, cache).
 
-  Only cache entries under the key "self" are reordered between beams (the cross-attention
-  cache is the same for every beam of a sentence). Returns (sequences [b, beam, max_len],
-  scores [b, beam]) sorted best first; score = sum log p / length_penalty(length, alpha).
+  Cache leaves that lead with batch * beam follow their hypotheses (reordered whenever the beams
+  are chosen); leaves with one row per sentence, such as the KV caches of
+  `EncoderDecoder.init_cache(..., beam_size)`, are shared by its beams and never copied.
+  Returns (sequences [b, beam, max_len], scores [b, beam]) sorted best first;
+  score = sum log p / length_penalty(length, alpha).
   """
   b, k = batch_size, beam_size
 
@@ -117,9 +137,7 @@ def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, a
     # Alive: the best k candidates that did not just end.
     alive_logp, pick = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_logp), k)
     alive_seq = jnp.take_along_axis(top_seq, pick[:, :, None], axis=1)
-    self_cache = [layer["self"] for layer in cache]
-    self_cache = _gather_beams(self_cache, jnp.take_along_axis(top_beam, pick, axis=1), b, k)
-    cache = [dict(layer, self=s) for layer, s in zip(cache, self_cache)]
+    cache = _gather_beams(cache, jnp.take_along_axis(top_beam, pick, axis=1), b, k)
     # Finished: candidates among the top k that just ended (as fairseq does, so beam size 1 is
     # greedy), merged with those finished before.
     ends = is_eos & (jnp.arange(2 * k) < k)[None, :]
@@ -142,15 +160,15 @@ def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, a
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha"))
 def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, alpha: float):
-  """Encodes once, then decodes source ids [b, src_len] -> best token ids [b, max_len]."""
+  """Encodes once, then decodes source ids [b, src_len] -> best token ids [b, max_len].
+
+  A sentence's beams share its encoding and KV caches (see `EncoderDecoder.init_cache`).
+  """
   model = nnx.merge(graphdef, params)
   segments = (inputs != 0).astype(jnp.int32)
   b = inputs.shape[0]
-  if beam_size > 1:  # every sentence's encoding is repeated for its beams
-    segments = jnp.repeat(segments, beam_size, axis=0)
-    inputs = jnp.repeat(inputs, beam_size, axis=0)
   encoded = model.encode(inputs, segments)
-  cache = model.init_cache(encoded, max_len)
+  cache = model.init_cache(encoded, max_len, beam_size)
   step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments)
   if beam_size > 1:
     seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha)
@@ -172,11 +190,17 @@ def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam
   """Translates a list of strings; batches are sorted by length and padded to a few shapes."""
   sources = [np.asarray(ids + [tokenizer_lib.EOS_ID], np.int32) for ids in processor.encode(list(texts))]
   outputs = [""] * len(sources)
+  local_rows = batch_size // jax.process_count()
   for ids, inputs in pipeline.source_batches(sources, global_rows=batch_size):
     max_len = decode_length(int((inputs != 0).sum(1).max()), max_predict_length)
-    inputs = parallel.global_batch({"inputs": inputs}, mesh)["inputs"] if mesh is not None else jnp.asarray(inputs)
+    if mesh is not None:  # each process feeds its rows of the batch and gets every row back
+      local = inputs[jax.process_index() * local_rows:(jax.process_index() + 1) * local_rows]
+      inputs = parallel.global_batch({"inputs": local}, mesh)["inputs"]
+    else:
+      inputs = jnp.asarray(inputs)
     out = translate_batch(graphdef, params, inputs, beam_size=beam_size, max_len=max_len, alpha=alpha)
-    out = np.asarray(jax.device_get(out))
+    out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
+    out = np.asarray(out)
     for row, i in enumerate(ids):
       if i >= 0:
         outputs[i] = tokenizer_lib.decode(processor, out[row])

@@ -1,9 +1,17 @@
-"""Evaluate a checkpoint: loss, token accuracy, perplexity, and SacreBLEU (translation) or the unigram baseline (LM).
+"""Evaluate a checkpoint of any task on a split, beside the baseline it must beat.
+
+- translation: SacreBLEU BLEU and chrF (with signatures) of beam-search translations;
+- lm: perplexity and bits per byte, beside a unigram model's perplexity;
+- mlm: masked-token accuracy and perplexity, beside the most frequent token's accuracy and a unigram's perplexity;
+- classification: accuracy and macro-F1, beside always answering the majority class.
 
 Usage: python -m tx_jax.evaluate --config=configs/default.py --workdir=DIR [--step=N] [--split=test]
+Results go to WORKDIR/eval/<split>_step<N>.json and to TensorBoard as eval/<split>/... at step N.
+Restores onto whatever devices this process has, however many the training used.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -14,7 +22,7 @@ from ml_collections import config_flags
 
 from tx_jax import configuration, errors, logging_utils, parallel
 from tx_jax.data import task_data
-from tx_jax.training import checkpoint, evaluation, experiment
+from tx_jax.training import checkpoint, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
 
@@ -29,40 +37,72 @@ def define_flags():
 
 
 def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0) -> dict:
-  """Restores a checkpoint and reports on `split`: loss, accuracy, perplexity, and BLEU or the unigram baseline.
-
-  Translation writes the translations; every task writes WORKDIR/eval/<split>_step<N>.json.
-  """
+  """Restores a checkpoint and reports the task's metrics on the whole `split` (see the module doc)."""
   configuration.validate(config)
-  is_lm = config.get("task", "translation") == "lm"
+  task = task_data.task_of(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh(config.mesh_shape)
-  data = task_data.load(config, splits=("train", split) if is_lm else (split,))
+  data = task_data.load(config, splits=("train", split) if task != "translation" else (split,))
   graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
-  manager = checkpoint.make_manager(workdir, read_only=True)
-  state, _ = checkpoint.restore(manager, abstract_state, step)
+  state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract_state, step)
   step = int(jax.device_get(state.step))
-  results = evaluation.loss_metrics(eval_fn, state.params, data.eval[split], config, mesh, prefix=split)
-  summary = {"step": step, "split": split, "metrics": results}
+  results = evaluation.loss_metrics(eval_fn, state.params, data.eval[split], config, mesh, prefix=split,
+                                    max_batches=-1)
+  summary = {"step": step, "split": split, "task": task, "metrics": results}
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
-  if is_lm:
+  if task == "lm":
+    results[f"{split}/bits_per_byte"] = evaluation.bits_per_byte(
+      results[f"{split}/nll"], data.eval[split], data.processor)
     results[f"{split}/unigram_perplexity"] = evaluation.unigram_perplexity(
       data.train, data.eval[split], config.vocab_size)
-  else:
+  elif task == "mlm":
+    results[f"{split}/unigram_perplexity"] = evaluation.unigram_perplexity(
+      data.train, data.eval[split], config.vocab_size, maskable_only=True)
+    results[f"{split}/most_frequent_token_accuracy"] = evaluation.most_frequent_token_accuracy(
+      data.train, data.eval[split])
+  elif task == "classification":
+    results[f"{split}/majority_accuracy"] = evaluation.majority_accuracy(data.train.labels, data.eval[split].labels)
+  elif task == "translation":
     pairs = data.pairs[split][:max_sentences] if max_sentences else data.pairs[split]
     start = time.time()
-    result, signature, hypotheses = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
-    results.update({f"{split}/bleu": result.score, f"{split}/sentences": len(pairs),
-                    f"{split}/decode_seconds": time.time() - start})
+    scores, hypotheses = evaluation.translation_scores(graphdef, state.params, data.processor, pairs, config, mesh)
+    results.update({f"{split}/bleu": scores["bleu"].score, f"{split}/chrf": scores["chrf"].score,
+                    f"{split}/sentences": len(pairs), f"{split}/decode_seconds": time.time() - start})
     translations = os.path.join(out_dir, f"{split}_step{step}.{config.target_language}")
     with open(translations, "w", encoding="utf-8") as f:
       f.writelines(h + "\n" for h in hypotheses)
-    summary.update({"bleu": result.score, "bleu_signature": signature, "bleu_details": str(result),
-                    "translations": translations})
-  with open(os.path.join(out_dir, f"{split}_step{step}.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+    summary.update({"bleu": scores["bleu"].score, "bleu_signature": scores["bleu_signature"],
+                    "bleu_details": str(scores["bleu"]), "chrf": scores["chrf"].score,
+                    "chrf_signature": scores["chrf_signature"], "translations": translations})
+  if jax.process_index() == 0:
+    with open(os.path.join(out_dir, f"{split}_step{step}.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  writer = metrics.MetricWriter(workdir)
+  writer.scalars(step, {f"eval/{k}": v for k, v in results.items() if math.isfinite(v)})
+  writer.close()
   logging.info("%s", summary)
   return summary
+
+
+def report(s: dict) -> str:
+  """The human-readable lines `python -m tx_jax.evaluate` prints for a summary."""
+  m, p = s["metrics"], s["split"] + "/"
+  lines = [f"step {s['step']} {s['split']} ({s['task']}): loss {m[p + 'loss']:.4f}  accuracy {m[p + 'accuracy']:.4f}"]
+  if s["task"] == "translation":
+    lines += [f"SacreBLEU {s['bleu']:.2f}  ({s['bleu_details']})", f"signature: {s['bleu_signature']}",
+              f"chrF {s['chrf']:.2f}  signature: {s['chrf_signature']}", f"translations: {s['translations']}"]
+  elif s["task"] == "lm":
+    lines += [f"perplexity {m[p + 'perplexity']:.2f}  bits per byte {m[p + 'bits_per_byte']:.4f}",
+              f"unigram perplexity of the same tokens (baseline): {m[p + 'unigram_perplexity']:.2f}"]
+  elif s["task"] == "mlm":
+    lines += [f"masked-token accuracy {m[p + 'accuracy']:.4f}  masked-token perplexity {m[p + 'perplexity']:.2f}",
+              f"baselines: always the most frequent token {m[p + 'most_frequent_token_accuracy']:.4f}, "
+              f"unigram perplexity {m[p + 'unigram_perplexity']:.2f}"]
+  else:
+    lines += [f"accuracy {m[p + 'accuracy']:.4f}  macro-F1 {m[p + 'macro_f1']:.4f}",
+              f"majority-class accuracy (baseline): {m[p + 'majority_accuracy']:.4f}"]
+  return "\n".join(lines)
 
 
 def main(argv):
@@ -71,18 +111,10 @@ def main(argv):
   if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError("--config and --workdir are required.")
   try:
-    s = evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences)
+    summary = evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences)
   except errors.UserError as e:
     sys.exit(f"tx_jax.evaluate: {e}")
-  m = s["metrics"]
-  print(f"step {s['step']} {s['split']}: loss {m[s['split'] + '/loss']:.4f}  "
-        f"accuracy {m[s['split'] + '/accuracy']:.4f}  perplexity {m[s['split'] + '/perplexity']:.2f}")
-  if "bleu" in s:
-    print(f"SacreBLEU {s['bleu']:.2f}  ({s['bleu_details']})")
-    print(f"signature: {s['bleu_signature']}")
-    print(f"translations: {s['translations']}")
-  else:
-    print(f"unigram perplexity of the same tokens (baseline): {m[s['split'] + '/unigram_perplexity']:.2f}")
+  print(report(summary))
 
 
 if __name__ == "__main__":

@@ -24,16 +24,41 @@ LOGICAL_AXIS_RULES = (
 )
 
 
-def maybe_initialize_distributed():
-  """Starts jax.distributed when launched as one of several processes (flags or cluster env)."""
-  if int(os.environ.get("TX_JAX_NUM_PROCESSES", "1")) > 1:
-    jax.distributed.initialize(
-      coordinator_address=os.environ["TX_JAX_COORDINATOR"],
-      num_processes=int(os.environ["TX_JAX_NUM_PROCESSES"]),
-      process_id=int(os.environ["TX_JAX_PROCESS_ID"]))
-  elif any(k in os.environ for k in ("SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")) and \
-      int(os.environ.get("SLURM_NTASKS", "2")) > 1:
-    jax.distributed.initialize()  # JAX reads the cluster's environment itself
+def maybe_initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                                 process_id: int | None = None, force: bool = False) -> bool:
+  """Starts jax.distributed when this is one of several processes; returns whether it did.
+
+  Arguments (tx_jax.train's flags) win over TX_JAX_COORDINATOR, TX_JAX_NUM_PROCESSES and
+  TX_JAX_PROCESS_ID. Without them, a SLURM step of several tasks, an Open MPI job or a TPU slice
+  whose TPU_WORKER_HOSTNAMES lists several hosts lets JAX read the cluster's own environment;
+  `force` calls jax.distributed.initialize() for clusters JAX detects but this does not (Cloud TPU
+  VM slices, found through the metadata server). Must run before anything touches a JAX device.
+  """
+  env = os.environ
+  coordinator_address = coordinator_address or env.get("TX_JAX_COORDINATOR") or None
+  num_processes = num_processes or int(env.get("TX_JAX_NUM_PROCESSES") or 0) or None
+  if process_id is None and env.get("TX_JAX_PROCESS_ID"):
+    process_id = int(env["TX_JAX_PROCESS_ID"])
+  explicit = num_processes is not None and num_processes > 1
+  cluster = (int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in env) \
+    or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 \
+    or len((env.get("TPU_WORKER_HOSTNAMES") or "").split(",")) > 1
+  if not (explicit or cluster or force):
+    return False
+  if explicit and (coordinator_address is None or process_id is None):
+    raise errors.ConfigError(
+      f"{num_processes} processes need a coordinator address and this process's id: set TX_JAX_COORDINATOR=host:port "
+      "and TX_JAX_PROCESS_ID=0..N-1 (or --coordinator_address and --process_id) in every process.")
+  # CPU processes exchange collectives through gloo over TCP (jax 0.10's default, set so that a
+  # new default cannot silently break multi-process CPU runs); GPUs and TPUs ignore it.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  else:
+    jax.distributed.initialize()  # JAX reads the cluster's environment (SLURM, Open MPI, Cloud TPU) itself
+  logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+  return True
 
 
 def make_mesh(mesh_shape=(-1, 1, 1), devices=None) -> Mesh:

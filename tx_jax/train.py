@@ -1,4 +1,4 @@
-"""Train a Transformer (translation or LM): python -m tx_jax.train --config=configs/default.py --workdir=DIR.
+"""Train a Transformer (translation, LM, masked LM or classifier): python -m tx_jax.train --config=configs/default.py --workdir=DIR.
 
 Resumes from the newest checkpoint in WORKDIR; `--config.key=value` overrides any config field.
 """
@@ -9,14 +9,15 @@ import sys
 import time
 
 import jax
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import configuration, errors, logging_utils, parallel
+from tx_jax import configuration, errors, logging_utils, parallel, visualize
 from tx_jax.data import pipeline
 from tx_jax.data import task_data
 from tx_jax.models import registry
-from tx_jax.training import checkpoint, evaluation, experiment, metrics
+from tx_jax.training import checkpoint, evaluation, experiment, init_from, metrics, perf
 
 FLAGS = flags.FLAGS
 
@@ -25,6 +26,12 @@ def define_flags():
   """The command-line flags (defined on demand, so the module also imports as a library)."""
   config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and outputs.")
+  # Multi-process runs (README "Accelerators and clusters"); default: TX_JAX_* environment variables.
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (else $TX_JAX_COORDINATOR).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (else $TX_JAX_NUM_PROCESSES).")
+  flags.DEFINE_integer("process_id", None, "This process, 0..num_processes-1 (else $TX_JAX_PROCESS_ID).")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() to let JAX detect the cluster "
+                    "(needed on multi-host Cloud TPU slices; SLURM and TX_JAX_* are detected anyway).")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -35,10 +42,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = parallel.make_mesh(config.mesh_shape)
   global_rows = config.per_device_batch_size * jax.device_count()
   data = task_data.load(config, splits=("train", "validation"))
-  train_iter = pipeline.TrainBatches(
-    data.train, global_rows=global_rows, row_length=config.max_target_length, seed=config.seed,
-    process_index=jax.process_index(), process_count=jax.process_count())
-  logging.info("Training data: %d examples, %d packed batches of %d x %d tokens per epoch",
+  train_iter = task_data.train_batches(config, data, global_rows=global_rows, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+  logging.info("Training data: %d examples, %d batches of %d x %d tokens per epoch",
                len(data.train), train_iter.batches_per_epoch(), global_rows, config.max_target_length)
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
@@ -47,21 +53,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if manager.latest_step() is not None:
     state, data_state = checkpoint.restore(manager, state)
     train_iter.set_state(data_state)
+  elif config.get("init_from"):
+    state = state.replace(params=init_from.load_matching_params(config.init_from, state.params))
   first_step = int(jax.device_get(state.step))
 
   writer = metrics.MetricWriter(workdir)
-  if first_step == 0:
+  if first_step == 0 and jax.process_index() == 0:
     writer.text(0, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   logging.info("Training steps %d..%d in %s", first_step, config.num_train_steps, workdir)
 
-  sums, tokens, window_start, compile_seconds, summary = {}, 0, time.time(), None, {}
+  peak_flops, peak_source = perf.peak_flops_per_device()  # per device, for perf/mfu
+  perf.log_peak(peak_flops, peak_source)
+  sums, tokens, flops, window_start, compile_seconds, summary = {}, 0, 0.0, time.time(), None, {}
   train_start, train_start_step = time.time(), first_step
   try:
     for step in range(first_step + 1, config.num_train_steps + 1):
       local = next(train_iter)
-      tokens += int((local["inputs"] != 0).sum() + (local["targets"] != 0).sum()) * jax.process_count()
+      tokens += pipeline.count_tokens(local) * jax.process_count()
+      flops += perf.train_flops(config, local) * jax.process_count()  # processes read equal shares
       t = time.time()
       state, step_sums = train_fn(state, parallel.global_batch(local, mesh))
       if compile_seconds is None:
@@ -69,31 +80,39 @@ def train_and_evaluate(config, workdir: str) -> dict:
         compile_seconds = time.time() - t
         logging.info("First step (compile + run) took %.1fs", compile_seconds)
         writer.scalars(step, {"perf/compile_seconds": compile_seconds})
-        window_start, tokens, train_start, train_start_step = time.time(), 0, time.time(), step
+        window_start, tokens, flops, train_start, train_start_step = time.time(), 0, 0.0, time.time(), step
       else:  # the compiling step counts for neither throughput nor the logged means
         step_sums = jax.device_get(step_sums)
-        sums = {k: sums.get(k, 0.0) + float(v) for k, v in step_sums.items()}
+        sums = {k: sums.get(k, 0.0) + np.asarray(v, np.float64) for k, v in step_sums.items()}
         sums["learning_rate"] = float(step_sums["learning_rate"])
       if sums and (step % config.log_every_steps == 0 or step == config.num_train_steps):
         elapsed = time.time() - window_start
         summary = metrics.summarize(sums, "train")
         summary["perf/tokens_per_sec"] = tokens / elapsed
         summary["perf/steps_per_sec"] = sums["steps"] / elapsed
+        summary["perf/step_seconds"] = elapsed / sums["steps"]
+        summary["perf/tokens_per_sec_per_device"] = tokens / elapsed / jax.device_count()
+        if peak_flops:  # model FLOP/s over the peak of all devices
+          summary["perf/mfu"] = flops / elapsed / (peak_flops * jax.device_count())
         writer.scalars(step, summary)
         rate = (step - train_start_step) / max(time.time() - train_start, 1e-9)
         eta = (config.num_train_steps - step) / max(rate, 1e-9)
         logging.info("step %d: loss %.4f  accuracy %.3f  lr %.2e  grad_norm %.2f  %.0f tokens/s  ETA %dm%02ds",
                      step, summary["train/loss"], summary["train/accuracy"], summary["train/learning_rate"],
                      summary["train/grad_norm"], summary["perf/tokens_per_sec"], eta // 60, eta % 60)
-        sums, tokens, window_start = {}, 0, time.time()
+        sums, tokens, flops, window_start = {}, 0, 0.0, time.time()
       if step % config.eval_every_steps == 0 or step == config.num_train_steps:
         eval_summary = evaluation.loss_metrics(eval_fn, state.params, data.eval["validation"], config, mesh)
         pairs = data.pairs["validation"][:config.num_predict_sentences]
-        if pairs and config.get("task", "translation") == "translation":
-          result, _, hyps = evaluation.bleu(graphdef, state.params, data.processor, pairs, config, mesh)
-          eval_summary["eval/bleu"] = result.score
+        if pairs and task_data.task_of(config) == "translation":
+          scores, hyps = evaluation.translation_scores(graphdef, state.params, data.processor, pairs, config, mesh)
+          eval_summary["eval/bleu"], eval_summary["eval/chrf"] = scores["bleu"].score, scores["chrf"].score
           writer.text(step, "eval/translations", "\n\n".join(
             f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
+        if config.get("attention_images", False):  # the first validation text's attention, as a picture
+          first = data.pairs["validation"][0]  # (source, target), ("", text) or (text, label)
+          writer.image(step, "eval/attention", visualize.attention_image(
+            graphdef, state.params, config, data.processor, first[0] or first[1]))
         writer.scalars(step, eval_summary)
         writer.flush()
         logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})
@@ -116,12 +135,15 @@ def main(argv):
   if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError("--config and --workdir are required, e.g. "
                          "python -m tx_jax.train --config=configs/default.py --workdir=/tmp/run")
-  parallel.maybe_initialize_distributed()
   try:
+    if parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                                             force=FLAGS.distributed) and jax.process_index() > 0:
+      logging.set_verbosity(logging.WARNING)  # one log per run: process 0's
     summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except errors.UserError as e:
     sys.exit(f"tx_jax.train: {e}")
-  print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
+  if jax.process_index() == 0:
+    print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
 
 
 if __name__ == "__main__":

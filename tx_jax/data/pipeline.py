@@ -90,8 +90,15 @@ def rows_to_batch(examples: Examples, rows, row_length: int) -> dict:
   return batch
 
 
+def count_tokens(batch: dict) -> int:
+  """Non-padding tokens a batch feeds the model (inputs and targets, whichever it has)."""
+  return int(sum((batch[k] != 0).sum() for k in ("inputs", "targets") if k in batch))
+
+
 class TrainBatches:
   """Endless, shuffled, packed training batches with a resumable position (epoch, batch index).
+
+  Subclasses change what a row is (`_rows_of_epoch`) and how rows become a batch (`_batch`).
 
   Each call returns this process's share of the next global batch: rows
   [process_index * local_rows, (process_index + 1) * local_rows).
@@ -138,7 +145,11 @@ class TrainBatches:
       self.epoch, self.index, self._epoch_rows = self.epoch + 1, 0, None
     start = self.index * self.global_rows + self.process_index * self.local_rows
     self.index += 1
-    return rows_to_batch(self.examples, self._epoch_rows[start:start + self.local_rows], self.row_length)
+    return self._batch(self._epoch_rows[start:start + self.local_rows])
+
+  def _batch(self, rows) -> dict:
+    """This process's batch from its rows of the epoch."""
+    return rows_to_batch(self.examples, rows, self.row_length)
 
 
 def eval_batches(examples: Examples, *, global_rows: int, row_length: int,
@@ -151,7 +162,8 @@ def eval_batches(examples: Examples, *, global_rows: int, row_length: int,
     num = min(num, max_batches)
   for b in range(num):
     start = b * global_rows + process_index * local_rows
-    yield rows_to_batch(examples, rows[start:start + local_rows], row_length)
+    chunk = rows[start:start + local_rows]
+    yield rows_to_batch(examples, chunk + [[]] * (local_rows - len(chunk)), row_length)  # every device gets rows
 
 
 def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 128, 192, 256, 384, 512),

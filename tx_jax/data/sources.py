@@ -8,13 +8,14 @@ from absl import logging
 from tx_jax import errors
 
 SPLITS = ("train", "validation", "test")
-DATASETS = ("libreoffice_help", "text_files", "tfds")
+DATASETS = ("libreoffice_help", "text_files", "tfds", "rotten_tomatoes")
 
 # TFDS registers some builders only when their module is imported (e.g. without TensorFlow installed).
 _TFDS_MODULES = {"lm1b": "tensorflow_datasets.text.lm1b",
                  "wmt14_translate": "tensorflow_datasets.translate.wmt14",
                  "wmt17_translate": "tensorflow_datasets.translate.wmt17",
-                 "wmt19_translate": "tensorflow_datasets.translate.wmt19"}
+                 "wmt19_translate": "tensorflow_datasets.translate.wmt19",
+                 "glue": "tensorflow_datasets.text.glue"}
 
 
 def tfds_examples(name: str, split: str, data_dir: str | None):
@@ -88,6 +89,8 @@ def load_pairs(config) -> dict:
 def load_texts(config) -> dict:
   """Monolingual text per split for language modelling, in `config.target_language`."""
   lang = config.target_language
+  if config.dataset == "rotten_tomatoes":  # every snippet and plot summary, labels ignored
+    return {split: [text for text, _ in items] for split, items in load_labelled(config, unlabelled=True).items()}
   if config.dataset == "libreoffice_help":
     from tx_jax.data import libreoffice  # pylint: disable=g-import-not-at-top
 
@@ -117,3 +120,32 @@ def load_texts(config) -> dict:
       logging.info("TFDS %s %s: %d texts", config.tfds_name, tfds_split, len(out[split]))
     return out
   raise errors.ConfigError(f"config.dataset={config.dataset!r} is unknown; use one of {DATASETS}.")
+
+
+def load_labelled(config, unlabelled: bool = False) -> dict:
+  """(text, label) items per split for classification; with `unlabelled`, also label -1 texts."""
+  if config.dataset == "rotten_tomatoes":
+    from tx_jax.data import rotten_tomatoes  # pylint: disable=g-import-not-at-top
+
+    out = rotten_tomatoes.load_rotten_tomatoes(config.data_cache_dir)
+  elif config.dataset == "tfds":
+    text_key, label_key = config.get("tfds_text_key") or "sentence", config.get("tfds_label_key") or "label"
+    out = {}
+    for split, tfds_split in tfds_split_names(config).items():
+      examples = tfds_examples(config.tfds_name, tfds_split, config.get("tfds_data_dir") or None)
+      out[split] = [(_text(ex[text_key]), int(ex[label_key])) for ex in examples]
+      logging.info("TFDS %s %s: %d labelled texts", config.tfds_name, tfds_split, len(out[split]))
+  else:
+    raise errors.ConfigError(f"config.dataset={config.dataset!r} has no labels; classification reads "
+                             "'rotten_tomatoes' or a labelled 'tfds' dataset (e.g. glue/sst2).")
+  return out if unlabelled else labelled_only(out, config.dataset)
+
+
+def labelled_only(items_by_split: dict, dataset: str) -> dict:
+  """Drops unlabelled (-1) items, failing clearly on a split left empty."""
+  out = {split: [(t, l) for t, l in items if l >= 0] for split, items in items_by_split.items()}
+  for split, items in out.items():
+    if not items:
+      raise errors.DataError(f"config.dataset={dataset!r} split {split!r} has no labelled examples "
+                             "(GLUE test splits are unlabelled: read another split with config.tfds_test_split).")
+  return out

@@ -21,12 +21,14 @@ def make_attention_mask(query_segments, key_segments, causal=False):
   return mask[:, None]
 
 
-def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dropout_rng=None):
+def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dropout_rng=None,
+                          return_weights=False):
   """softmax(QK^T / sqrt(d) masked) V with grouped-query heads, on plain XLA ops.
 
   query: [batch, q_len, num_heads, head_dim]; key, value: [batch, kv_heads, k_len, head_dim] (the
   cache layout, so decoding reads the cache without transposing it);
-  mask: bool, broadcastable to [batch, num_heads, q_len, k_len]. Returns [batch, q_len, num_heads, head_dim].
+  mask: bool, broadcastable to [batch, num_heads, q_len, k_len]. Returns [batch, q_len, num_heads, head_dim],
+  or with `return_weights` (output, softmax weights before dropout [batch, num_heads, q_len, k_len] float32).
   """
   batch, q_len, num_heads, head_dim = query.shape
   kv_heads, k_len = key.shape[1], key.shape[2]
@@ -38,12 +40,17 @@ def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dro
     mask = jnp.broadcast_to(mask, (batch, num_heads, q_len, k_len))
     mask = mask.reshape(batch, kv_heads, groups, q_len, k_len)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1)
+  probs = weights = jax.nn.softmax(logits, axis=-1)
   if dropout_rate > 0.0 and dropout_rng is not None:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-  out = jnp.einsum("bhgqk,bhkd->bqhgd", weights.astype(value.dtype), value)
-  return out.reshape(batch, q_len, num_heads, head_dim)
+  # A plain batched matmul [q_len, k_len] x [k_len, head_dim], then the small output is transposed:
+  # XLA's CPU backend runs the form with a [batch, q_len, ...] output outside its matmul library (up to 3x slower).
+  out = jnp.einsum("bhgqk,bhkd->bhgqd", weights.astype(value.dtype), value)
+  out = out.transpose(0, 3, 1, 2, 4).reshape(batch, q_len, num_heads, head_dim)
+  if return_weights:  # query head kv * groups + g, as in the reshape of `query` above
+    return out, probs.reshape(batch, num_heads, q_len, k_len)
+  return out
 
 
 class Attention(nnx.Module):
@@ -57,6 +64,12 @@ class Attention(nnx.Module):
     self.key = dense(d, kvh * hd, (params.EMBED, params.KV_HEADS))
     self.value = dense(d, kvh * hd, (params.EMBED, params.KV_HEADS))
     self.out = dense(h * hd, d, (params.HEADS, params.EMBED))
+    self.sow_weights = False  # static; nnx.view(model, sow_weights=True) records the weights (attention_maps)
+
+  def set_view(self, sow_weights: bool | None = None):
+    """Used by `nnx.view`: with sow_weights, each call sows its weights as nnx.Intermediate 'attention_weights'."""
+    if sow_weights is not None:
+      self.sow_weights = sow_weights
 
   def project_kv(self, inputs, positions=None):
     """Keys and values [batch, kv_heads, len, head_dim] of `inputs` (cacheable for cross-attention)."""
@@ -93,7 +106,11 @@ class Attention(nnx.Module):
     dropout_rng = None
     if not deterministic and cfg.attention_dropout_rate > 0.0 and rngs is not None:
       dropout_rng = rngs.dropout()
-    if cfg.attention_impl == "dot_product_attention" and dropout_rng is None:
+    if self.sow_weights:  # collected with nnx.capture(..., nnx.Intermediate): [batch, heads, q_len, k_len]
+      out, weights = dot_product_attention(q, k, v, mask, dropout_rate=cfg.attention_dropout_rate,
+                                           dropout_rng=dropout_rng, return_weights=True)
+      self.sow(nnx.Intermediate, "attention_weights", weights)
+    elif cfg.attention_impl == "dot_product_attention" and dropout_rng is None:
       out = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask)
     else:
       out = dot_product_attention(q, k, v, mask, dropout_rate=cfg.attention_dropout_rate,

@@ -3,7 +3,21 @@
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+
+
+# config.remat_policy -> the jax.checkpoint policy of each block (None: save only the block's inputs).
+# "none" stores every activation; "full" and "nothing_saveable" recompute the whole block in the
+# backward pass; "dots_saveable" keeps every matmul output and recomputes the cheap elementwise ops;
+# "dots_with_no_batch_dims_saveable" keeps the projections' outputs but recomputes attention scores.
+REMAT_POLICIES = {
+  "none": None,
+  "full": None,
+  "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+  "dots_saveable": jax.checkpoint_policies.dots_saveable,
+  "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +53,8 @@ class ModelConfig:
   num_classes: int = 0  # encoder-only: > 0 adds a classification head over the pooled first token
   dtype: str = "float32"  # compute dtype; parameters are always float32
   remat: bool = False  # rematerialise each block in the backward pass (less memory, ~1/3 more compute)
+  remat_policy: str = "none"  # what a block saves for the backward pass (REMAT_POLICIES); "none" + remat=True: full
+  scan_layers: bool = False  # run the blocks as one jax.lax.scan (compile time independent of depth)
   attention_impl: str = "xla"  # xla (plain einsum path) | dot_product_attention (jax.nn; fused on GPU)
 
   @property
@@ -55,6 +71,11 @@ class ModelConfig:
   def has_final_norm(self) -> bool:
     """Whether a stack ends with a norm (pre-norm stacks need one; post-norm blocks end with one)."""
     return self.norm_position == "pre" if self.final_norm is None else self.final_norm
+
+  @property
+  def remat_mode(self) -> str:
+    """The effective REMAT_POLICIES key: remat_policy, or "full" for the older remat=True."""
+    return "full" if self.remat_policy == "none" and self.remat else self.remat_policy
 
   @property
   def compute_dtype(self) -> Any:

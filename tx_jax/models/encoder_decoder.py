@@ -53,20 +53,38 @@ class EncoderDecoder(nnx.Module):
     return self.decode(decoder_inputs, encoded, input_segments, target_segments, target_positions,
                        deterministic=deterministic, rngs=rngs)
 
-  def init_cache(self, encoded, max_decode_len: int):
-    """Per-layer KV cache: empty self-attention slots and the cross-attention keys/values of `encoded`."""
-    cache = self.decoder.empty_cache(encoded.shape[0], max_decode_len)
-    for block, layer_cache in zip(self.decoder.blocks, cache):
+  def init_cache(self, encoded, max_decode_len: int, beam_size: int = 1):
+    """Decoding state for `encoded` [batch, src_len, emb_dim]: per-layer KV caches and what each hypothesis sees.
+
+    The beam_size hypotheses of a sentence are decoded in one row: each step appends their tokens as
+    beam_size positions of that row. So every cache has one row per sentence (self-attention:
+    max_decode_len * beam_size slots, written in place; cross-attention: the keys/values of
+    `encoded`, read once for all the beams) and no cache is ever copied between beams. "visible"
+    [batch * beam_size, max_decode_len * beam_size] marks the slots of each hypothesis's own prefix;
+    it is the one leaf that beam search reorders.
+    """
+    batch = encoded.shape[0]
+    layers = self.decoder.empty_cache(batch, max_decode_len * beam_size)
+    for block, layer_cache in zip(self.decoder.blocks, layers):
       k, v = block.cross_attention.project_kv(encoded)
       layer_cache["cross"] = {"k": k, "v": v}
-    return cache
+    return {"layers": layers, "visible": jnp.zeros((batch * beam_size, max_decode_len * beam_size), bool)}
 
   def decode_step(self, tokens, cache, index, input_segments):
-    """One decoding step: tokens [batch] at position `index` -> (logits [batch, vocab], cache)."""
-    positions = jnp.full((tokens.shape[0], 1), index)
-    x = self._target_embedder(tokens[:, None], positions)
-    self_mask = (jnp.arange(cache[0]["self"]["k"].shape[2]) <= index)[None, None, None, :]
+    """One decoding step: tokens [batch] at position `index` -> (logits [batch, vocab], cache).
+
+    With beams (`init_cache(..., beam_size)`), tokens are [sentences * beam_size] with a sentence's
+    beams consecutive, and input_segments [sentences, src_len].
+    """
+    rows = input_segments.shape[0]
+    beams = tokens.shape[0] // rows
+    # Step `index` of hypothesis j of a sentence goes to slot index * beams + j of the sentence's row.
+    slot = index * beams + jnp.arange(tokens.shape[0]) % beams
+    visible = cache["visible"] | (jnp.arange(cache["visible"].shape[1]) == slot[:, None])
+    positions = jnp.full((rows, beams), index)
+    x = self._target_embedder(tokens.reshape(rows, beams), positions)
+    self_mask = visible.reshape(rows, 1, beams, -1)  # [rows, 1, queries = beams, slots]
     cross_mask = (input_segments != 0)[:, None, None, :]
-    x, cache = self.decoder(x, self_mask, positions=positions, cross_mask=cross_mask, cache=cache,
-                            cache_index=index)
-    return self._target_embedder.logits(x)[:, 0], cache
+    x, layers = self.decoder(x, self_mask, positions=positions, cross_mask=cross_mask, cache=cache["layers"],
+                             cache_index=index * beams)
+    return self._target_embedder.logits(x).reshape(tokens.shape[0], -1), {"layers": layers, "visible": visible}

@@ -155,10 +155,13 @@ class Stack(nnx.Module):
       def run(block, x, mask, positions, encoded, cross_mask, rngs):
         return block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
                      deterministic=deterministic, rngs=rngs)[0]
-      if self.cfg.remat:  # keep only block inputs for the backward pass; recompute the rest
-        run = nnx.remat(run)
-      for block in self.blocks:
-        x = run(block, x, mask, positions, encoded, cross_mask, rngs)
+      if self.cfg.remat_mode != "none":  # keep what the policy saves (full: block inputs); recompute the rest
+        run = nnx.remat(run, policy=config_lib.REMAT_POLICIES[self.cfg.remat_mode])
+      if self.cfg.scan_layers and not self.blocks[0].self_attention.sow_weights:
+        x = self._scan_blocks(x, mask, positions, encoded, cross_mask, deterministic, rngs)
+      else:
+        for block in self.blocks:
+          x = run(block, x, mask, positions, encoded, cross_mask, rngs)
     else:  # incremental decoding
       for block, layer_cache in zip(self.blocks, cache):
         x, layer_cache = block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask, cache=layer_cache,
@@ -166,6 +169,29 @@ class Stack(nnx.Module):
         new_cache.append(layer_cache)
     x = self.final_norm(x) if self.cfg.has_final_norm else x
     return x, (new_cache if cache is not None else None)
+
+  def _scan_blocks(self, x, mask, positions, encoded, cross_mask, deterministic, rngs):
+    """The blocks as one jax.lax.scan: XLA compiles a single block however deep the stack is.
+
+    The parameters stay one pytree per block (so checkpoints are the same with or without scan)
+    and are stacked to [num_layers, ...] inside the step; the stacking's copy is the price of that.
+    Dropout keys are split per layer, so with dropout on the random draws differ from the loop's.
+    """
+    graphdef, first = nnx.split(self.blocks[0])
+    stacked = jax.tree.map(lambda *layer: jnp.stack(layer), first, *[nnx.state(b) for b in self.blocks[1:]])
+    keys = jax.random.split(rngs.dropout(), len(self.blocks)) if rngs is not None and not deterministic else None
+
+    def body(x, layer):
+      state, key = layer
+      block = nnx.merge(graphdef, state)
+      layer_rngs = nnx.Rngs(dropout=key) if key is not None else None
+      return block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
+                   deterministic=deterministic, rngs=layer_rngs)[0], None
+
+    if self.cfg.remat_mode != "none":
+      body = jax.checkpoint(body, policy=config_lib.REMAT_POLICIES[self.cfg.remat_mode])
+    x, _ = jax.lax.scan(body, x, (stacked, keys))
+    return x
 
   def empty_cache(self, batch_size: int, max_decode_len: int):
     """Zeroed self-attention KV caches, one per layer: k, v [batch, kv_heads, max_decode_len, head_dim]."""

@@ -1,4 +1,6 @@
-"""Evaluation metrics shared by training and tx_jax.evaluate: loss/accuracy and SacreBLEU."""
+"""Evaluation metrics shared by training and tx_jax.evaluate: loss/accuracy, SacreBLEU, baselines."""
+
+import math
 
 import jax
 import numpy as np
@@ -6,38 +8,84 @@ import sacrebleu
 
 from tx_jax import decode, parallel
 from tx_jax.data import pipeline
+from tx_jax.data import task_data
+from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.training import metrics
 
 
-def loss_metrics(eval_fn, params, examples, config, mesh, prefix="eval") -> dict:
-  """Label-smoothed loss, nll, token accuracy and perplexity over packed batches of `examples`."""
+def loss_metrics(eval_fn, params, examples, config, mesh, prefix="eval", max_batches: int | None = None) -> dict:
+  """Label-smoothed loss, nll, accuracy and perplexity (classification: macro-F1) over a split's batches.
+
+  Accuracy is per token (translation, lm), per masked token (mlm) or per example (classification).
+  Reads config.num_eval_steps batches unless `max_batches` is given (-1: the whole split).
+  """
   totals = {}
-  for batch in pipeline.eval_batches(
-      examples, global_rows=config.per_device_batch_size * jax.device_count(),
-      row_length=config.max_eval_target_length, process_index=jax.process_index(),
-      process_count=jax.process_count(), max_batches=config.num_eval_steps):
+  for batch in task_data.eval_batches(
+      config, examples, global_rows=config.per_device_batch_size * jax.device_count(),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      max_batches=config.num_eval_steps if max_batches is None else max_batches):
     sums = jax.device_get(eval_fn(params, parallel.global_batch(batch, mesh)))
-    totals = {k: totals.get(k, 0.0) + float(v) for k, v in sums.items()}
+    totals = {k: totals.get(k, 0.0) + np.asarray(v, np.float64) for k, v in sums.items()}
   return metrics.summarize(totals, prefix)
 
 
-def bleu(graphdef, params, processor, pairs, config, mesh=None):
-  """Decodes the sources of `pairs` with beam search; returns (BLEU result, its signature, hypotheses)."""
+def translation_scores(graphdef, params, processor, pairs, config, mesh=None):
+  """Beam-search translations of `pairs`' sources and their SacreBLEU scores.
+
+  Returns ({"bleu", "chrf": sacrebleu results, "bleu_signature", "chrf_signature": str}, hypotheses).
+  """
   hypotheses = decode.translate_texts(
     graphdef, params, processor, [p[0] for p in pairs], batch_size=config.eval_batch_size,
     beam_size=config.beam_size, alpha=config.length_penalty_alpha,
     max_predict_length=config.max_predict_length, mesh=mesh)
-  metric = sacrebleu.BLEU()
-  result = metric.corpus_score(hypotheses, [[p[1] for p in pairs]])
-  return result, str(metric.get_signature()), hypotheses
+  references = [[p[1] for p in pairs]]
+  bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+  scores = {"bleu": bleu.corpus_score(hypotheses, references), "chrf": chrf.corpus_score(hypotheses, references)}
+  scores.update(bleu_signature=str(bleu.get_signature()), chrf_signature=str(chrf.get_signature()))
+  return scores, hypotheses
 
 
-def unigram_perplexity(train: pipeline.Examples, evaluated: pipeline.Examples, vocab_size: int) -> float:
+def bits_per_byte(mean_nll: float, evaluated: pipeline.Examples, processor) -> float:
+  """Bits per UTF-8 byte of the evaluated texts, from the mean per-token nll (nats) over all their tokens.
+
+  Each text's bytes are those of its detokenized form plus one for its end (the EOS token, a
+  newline in a text file), so models with different vocabularies are compared on the same bytes.
+  """
+  tokens = sum(len(t) for t in evaluated.targets)
+  num_bytes = sum(len(processor.decode(t[:-1].tolist()).encode("utf-8")) + 1 for t in evaluated.targets)
+  return mean_nll * tokens / math.log(2) / num_bytes
+
+
+def majority_accuracy(train_labels, evaluated_labels) -> float:
+  """Accuracy of always answering the most frequent training label: the baseline a classifier must beat."""
+  majority = np.bincount(train_labels).argmax()
+  return float(np.mean(np.asarray(evaluated_labels) == majority))
+
+
+def unigram_perplexity(train: pipeline.Examples, evaluated: pipeline.Examples, vocab_size: int,
+                       maskable_only: bool = False) -> float:
   """Perplexity of `evaluated`'s target tokens under add-one-smoothed unigram counts of `train`'s.
 
-  The baseline an LM must beat: the same tokens (EOS included) scored without any context.
+  The baseline an LM must beat: the same tokens (EOS included) scored without any context. With
+  `maskable_only`, only the tokens masked-LM pretraining can mask are counted and scored.
   """
-  counts = np.bincount(np.concatenate(train.targets), minlength=vocab_size).astype(np.float64) + 1.0
-  log_probs = np.log(counts / counts.sum())
-  tokens = np.concatenate(evaluated.targets)
-  return float(np.exp(-log_probs[tokens].mean()))
+  counts = np.bincount(_tokens(train, maskable_only), minlength=vocab_size).astype(np.float64) + 1.0
+  if maskable_only:
+    counts[~_maskable(np.arange(vocab_size))] = 0.0
+  probs = counts / counts.sum()
+  return float(np.exp(-np.log(probs[_tokens(evaluated, maskable_only)]).mean()))
+
+
+def most_frequent_token_accuracy(train: pipeline.Examples, evaluated: pipeline.Examples) -> float:
+  """Masked-LM baseline: how often always guessing the most frequent maskable training token is right."""
+  guess = np.bincount(_tokens(train, True)).argmax()
+  return float(np.mean(_tokens(evaluated, True) == guess))
+
+
+def _maskable(tokens):
+  return (tokens >= tokenizer_lib.FIRST_ORDINARY_ID) | (tokens == tokenizer_lib.UNK_ID)  # as tasks.mask_tokens
+
+
+def _tokens(examples: pipeline.Examples, maskable_only: bool):
+  tokens = np.concatenate(examples.targets)
+  return tokens[_maskable(tokens)] if maskable_only else tokens

@@ -10,19 +10,27 @@ from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.data import task_data
 from tx_jax.models import registry
 from tx_jax.training import checkpoint
+from tx_jax.training import pmap_step
 from tx_jax.training import schedules
 from tx_jax.training import step as step_lib
 
 
 def build(config, mesh, abstract_only=False):
-  """Model, optimizer and compiled steps: returns (graphdef, state, train_fn, eval_fn)."""
+  """Model, optimizer and compiled steps: returns (graphdef, state, train_fn, eval_fn).
+
+  config.parallelism picks jit steps over `mesh` (step.compile_steps) or pmap steps over its
+  devices (pmap_step.compile_pmap_steps); both take (state, parallel.global_batch(...)).
+  """
   schedule = schedules.make_schedule(config)
   tx = schedules.make_optimizer(config, schedule)
   graphdef, state, shardings = step_lib.create_train_state(
     lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only)
-  train_fn, eval_fn = step_lib.compile_steps(
-    graphdef, tx, schedule, shardings, mesh, task=config.get("task", "translation"),
-    label_smoothing=config.label_smoothing, mask_rate=config.get("mlm_mask_rate", 0.15))
+  step_args = dict(task=config.get("task", "translation"), label_smoothing=config.label_smoothing,
+                   mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1))
+  if config.get("parallelism", "jit") == "pmap":  # replicated state: the same pytree and checkpoints as jit's
+    train_fn, eval_fn = pmap_step.compile_pmap_steps(graphdef, tx, schedule, mesh, **step_args)
+  else:
+    train_fn, eval_fn = step_lib.compile_steps(graphdef, tx, schedule, shardings, mesh, **step_args)
   return graphdef, state, train_fn, eval_fn
 
 

@@ -1,4 +1,4 @@
-"""TensorBoard scalars and text (tensorboardX: no TensorFlow needed), written by process 0 only."""
+"""TensorBoard scalars, text and images (tensorboardX: no TensorFlow needed), written by process 0 only."""
 
 import os
 
@@ -26,6 +26,11 @@ class MetricWriter:
     if self.writer:
       self.writer.add_text(tag, text, step)
 
+  def image(self, step: int, tag: str, array: np.ndarray):
+    """Writes an RGB image, uint8 [height, width, 3] (e.g. tx_jax.visualize.attention_image)."""
+    if self.writer:
+      self.writer.add_image(tag, array, step, dataformats="HWC")
+
   def flush(self):
     """Makes everything written so far visible to TensorBoard."""
     if self.writer:
@@ -38,14 +43,29 @@ class MetricWriter:
 
 
 def summarize(sums: dict, prefix: str) -> dict:
-  """Per-token means of summed metrics: loss, nll, accuracy, perplexity (of nll)."""
-  sums = {k: float(np.asarray(v)) for k, v in sums.items()}
+  """Per-token means of summed metrics: loss, nll, accuracy, and perplexity (of nll) or macro-F1.
+
+  A "confusion" matrix [true, predicted] in `sums` marks classification: it reports macro-F1
+  (the unweighted mean over classes of per-class F1) instead of perplexity.
+  """
+  confusion = sums.get("confusion")
+  sums = {k: float(np.asarray(v)) for k, v in sums.items() if k != "confusion"}
   tokens = max(sums["tokens"], 1.0)
   out = {f"{prefix}/loss": sums["loss"] / tokens, f"{prefix}/nll": sums["nll"] / tokens,
-         f"{prefix}/accuracy": sums["correct"] / tokens,
-         f"{prefix}/perplexity": float(np.exp(min(sums["nll"] / tokens, 50.0)))}
+         f"{prefix}/accuracy": sums["correct"] / tokens}
+  if confusion is None:
+    out[f"{prefix}/perplexity"] = float(np.exp(min(sums["nll"] / tokens, 50.0)))
+  else:
+    out[f"{prefix}/macro_f1"] = macro_f1(np.asarray(confusion))
   steps = sums.get("steps")
   if steps:
     out[f"{prefix}/grad_norm"] = sums["grad_norm"] / steps
     out[f"{prefix}/learning_rate"] = sums["learning_rate"]
   return out
+
+
+def macro_f1(confusion: np.ndarray) -> float:
+  """Mean over classes of F1 = 2 TP / (2 TP + FP + FN), from a [true, predicted] count matrix."""
+  tp = np.diag(confusion)
+  denominator = confusion.sum(axis=0) + confusion.sum(axis=1)  # (TP + FP) + (TP + FN)
+  return float(np.mean(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-12), 0.0)))

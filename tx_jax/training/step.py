@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tx_jax import parallel
+from tx_jax import errors, parallel
 from tx_jax.training import tasks
 
 
@@ -65,22 +66,66 @@ def _path(path):
   return [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, task: str, label_smoothing: float,
-               mask_rate: float = 0.15):
-  """One optimizer step on a global batch of `task`; returns (state, metric sums)."""
-  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)  # dropout and MLM masks
+def step_rng(state: TrainState) -> jax.Array:
+  """The key of this step (dropout, MLM masks): fold_in(state.rng, state.step)."""
+  return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-  def loss_fn(params):
-    sums = tasks.metric_sums(nnx.merge(graphdef, params), batch, task=task, label_smoothing=label_smoothing,
-                             deterministic=False, rng=rng, mask_rate=mask_rate)
-    return sums["loss"] / jnp.maximum(sums["tokens"], 1.0), sums  # normalised over non-pad tokens
 
-  grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+def summed_gradients(params, batch: dict, rng, *, graphdef, task: str, label_smoothing: float,
+                     mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None):
+  """Gradients of the *summed* loss and the metric sums of `batch`, over `grad_accum_steps` microbatches.
+
+  Both are sums over the batch; dividing once by the total sums["tokens"] (apply_gradients) makes
+  k microbatches of r rows exactly one step on r * k rows, also for token-normalised losses.
+  `micro_sharding` places the stacked microbatches [k, rows / k, ...] (jit: P(None, batch axes)).
+  Microbatch j draws dropout and MLM masks from fold_in(rng, j), so only without those random
+  draws is the step bit-for-bit the large batch's up to summation order.
+  """
+  def loss_sum(params, micro, key):
+    sums = tasks.metric_sums(nnx.merge(graphdef, params), micro, task=task, label_smoothing=label_smoothing,
+                             deterministic=False, rng=key, mask_rate=mask_rate)
+    return sums["loss"], sums
+
+  grad_fn = jax.grad(loss_sum, has_aux=True)
+  k = grad_accum_steps
+  if k == 1:
+    return grad_fn(params, batch, rng)
+  rows = jax.tree.leaves(batch)[0].shape[0]
+  if rows % k:
+    raise errors.ConfigError(f"config.grad_accum_steps={k} must divide the {rows} rows of the batch.")
+  # Microbatch j holds rows j, j + k, j + 2k, ...: each device's contiguous rows split evenly, so
+  # no row moves between devices. Leaves become [k, rows / k, ...].
+  micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(rows // k, k, *x.shape[1:]), 0, 1), batch)
+  if micro_sharding is not None:
+    micro = jax.lax.with_sharding_constraint(micro, micro_sharding)
+  _, sums_shape = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+  zeros = (jax.tree.map(jnp.zeros_like, params), jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
+
+  def accumulate(totals, xs):
+    j, microbatch = xs
+    return jax.tree.map(jnp.add, totals, grad_fn(params, microbatch, jax.random.fold_in(rng, j))), None
+
+  (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(k), micro))
+  return grads, sums
+
+
+def apply_gradients(state: TrainState, grads, sums: dict, *, tx, schedule):
+  """Divides summed gradients by the batch's token count and takes an optimizer step; returns (state, sums)."""
+  grads = jax.tree.map(lambda g: g / jnp.maximum(sums["tokens"], 1.0), grads)  # normalised over non-pad tokens
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   sums = dict(sums, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
               steps=jnp.ones((), jnp.float32))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, task: str, label_smoothing: float,
+               mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None):
+  """One optimizer step on a global batch of `task`; returns (state, metric sums)."""
+  grads, sums = summed_gradients(state.params, batch, step_rng(state), graphdef=graphdef, task=task,
+                                 label_smoothing=label_smoothing, mask_rate=mask_rate,
+                                 grad_accum_steps=grad_accum_steps, micro_sharding=micro_sharding)
+  return apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
 
 
 def eval_step(params, batch: dict, *, graphdef, task: str, label_smoothing: float, mask_rate: float = 0.15) -> dict:
@@ -90,12 +135,14 @@ def eval_step(params, batch: dict, *, graphdef, task: str, label_smoothing: floa
 
 
 def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, *, task: str, label_smoothing: float,
-                  mask_rate: float = 0.15):
+                  mask_rate: float = 0.15, grad_accum_steps: int = 1):
   """jax.jit-compiled train and eval steps with the state's and the batch's shardings."""
   batch_sharding = parallel.batch_sharding(mesh)
   task_args = dict(task=task, label_smoothing=label_smoothing, mask_rate=mask_rate)
+  micro_sharding = NamedSharding(mesh, P(None, parallel.BATCH_AXES))  # [k, rows / k, ...]
   train = jax.jit(
-    functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, **task_args),
+    functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, grad_accum_steps=grad_accum_steps,
+                      micro_sharding=micro_sharding, **task_args),
     in_shardings=(shardings, batch_sharding), out_shardings=(shardings, parallel.replicated(mesh)),
     donate_argnums=(0,))
   evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef, **task_args),

@@ -1,0 +1,94 @@
+"""Beam search on random models: hypotheses sorted by their length-penalised score, never worse than greedy.
+
+Every score is recomputed with one teacher-forced forward pass of the model, so the test also checks
+that the cached decoding loop scores what the model says. The random models get a fixed bonus on
+the EOS logit (in decoding and in rescoring alike) so that most hypotheses end within MAX_LEN.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tx_jax import decode
+from tx_jax.data import tokenizer
+from tx_jax.models.config import ModelConfig
+from tx_jax.models.encoder_decoder import EncoderDecoder
+
+VOCAB, BATCH, BEAM, MAX_LEN, ALPHA, EOS_BONUS = 12, 4, 4, 8, 0.6, 2.5
+EOS = tokenizer.EOS_ID
+
+
+def _model(seed):
+  cfg = ModelConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=2,
+                    num_decoder_layers=2, dropout_rate=0.0, attention_dropout_rate=0.0)
+  return EncoderDecoder(cfg, rngs=nnx.Rngs(seed))
+
+
+def _bonus():
+  return jnp.zeros((VOCAB,)).at[EOS].set(EOS_BONUS)
+
+
+def _sources(seed):
+  """Random sources [BATCH, 6]: ordinary tokens then EOS; every other row one token shorter (padded)."""
+  src = np.random.default_rng(seed).integers(tokenizer.BOS_ID + 1, VOCAB, size=(BATCH, 6)).astype(np.int32)
+  src[:, -1] = EOS
+  src[::2, -2:] = [EOS, 0]
+  return jnp.asarray(src)
+
+
+def _search(model, src, beam_size):
+  """tx_jax.decode.translate_batch's setup (beam_size 1: greedy); returns (sequences, scores) as numpy."""
+  segments = (src != 0).astype(jnp.int32)
+  if beam_size > 1:
+    src, segments = jnp.repeat(src, beam_size, axis=0), jnp.repeat(segments, beam_size, axis=0)
+  cache = model.init_cache(model.encode(src, segments), MAX_LEN)
+
+  def step_fn(tokens, cache, i):
+    logits, cache = model.decode_step(tokens, cache, i, segments)
+    return logits + _bonus(), cache
+
+  if beam_size > 1:
+    seqs, scores = decode.beam_search(step_fn, cache, BATCH, beam_size, MAX_LEN, ALPHA)
+  else:
+    seqs, scores = decode.greedy(step_fn, cache, BATCH, MAX_LEN)
+  return np.asarray(seqs), np.asarray(scores)
+
+
+def _penalised_scores(model, src, seqs):
+  """Sum of log p(token) up to and including the first EOS (else all MAX_LEN), / length_penalty.
+
+  src [n, src_len], seqs [n, MAX_LEN] -> [n]; one causal forward pass scores every prefix at once.
+  """
+  has_eos = (seqs == EOS).any(axis=1)
+  lengths = np.where(has_eos, (seqs == EOS).argmax(axis=1) + 1, MAX_LEN)  # [n]
+  decoder_inputs = np.concatenate([np.full((len(seqs), 1), tokenizer.BOS_ID), seqs[:, :-1]], axis=1)
+  log_probs = jax.nn.log_softmax(model(src, jnp.asarray(decoder_inputs, jnp.int32)) + _bonus())  # [n, len, vocab]
+  token_lp = np.take_along_axis(np.asarray(log_probs), seqs[:, :, None], axis=-1)[..., 0]  # [n, MAX_LEN]
+  total = np.where(np.arange(MAX_LEN)[None] < lengths[:, None], token_lp, 0.0).sum(axis=1)
+  return total / np.asarray(decode.length_penalty(lengths, ALPHA))
+
+
+def test_beam_is_sorted_by_its_penalised_score_and_never_worse_than_greedy():
+  compared = 0
+  for seed in range(6):
+    model, src = _model(seed), _sources(seed)
+    beams, beam_scores = _search(model, src, BEAM)  # [b, k, max_len], [b, k]
+    greedy, _ = _search(model, src, 1)  # [b, max_len]
+    assert beams.shape == (BATCH, BEAM, MAX_LEN) and beam_scores.shape == (BATCH, BEAM)
+    rescored = _penalised_scores(model, jnp.repeat(src, BEAM, axis=0), beams.reshape(BATCH * BEAM, MAX_LEN))
+    rescored = rescored.reshape(BATCH, BEAM)
+    greedy_scores = _penalised_scores(model, src, greedy)
+    for row in range(BATCH):
+      assert np.all(np.diff(beam_scores[row]) <= 1e-6), beam_scores[row]  # best first
+      filled = beam_scores[row] > decode.NEG_INF / 2  # slots no finished hypothesis reached keep NEG_INF
+      assert filled[0]
+      np.testing.assert_allclose(beam_scores[row, filled], rescored[row, filled], atol=1e-4)
+      finished = (beams[row][filled] == EOS).any(axis=1)
+      if finished.any():  # a finished hypothesis outranks every unfinished one
+        assert finished[0]
+      if (greedy[row] == EOS).any():  # greedy's hypothesis is a finished one: beam must do at least as well
+        assert beam_scores[row, 0] >= greedy_scores[row] - 1e-4, (seed, row, beam_scores[row], greedy_scores[row])
+        compared += 1
+  assert compared >= 8  # of 24 rows; with EOS_BONUS most greedy hypotheses end within MAX_LEN
+

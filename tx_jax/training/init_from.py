@@ -1,0 +1,43 @@
+"""Initialise a run from another run's checkpoint: e.g. a classifier from its masked-LM pretraining."""
+
+import jax
+from absl import logging
+
+from tx_jax import errors, parallel
+from tx_jax.training import checkpoint, experiment
+
+
+def _key(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def load_matching_params(workdir: str, params):
+  """`params` with every parameter that WORKDIR's newest checkpoint has at the same path copied in.
+
+  Parameters only the new model has (a classification head, a pooler) keep their initial
+  values. A shared parameter with another shape (another vocab_size or width) is an error.
+  """
+  source_config = experiment.workdir_config(workdir)
+  _, abstract, _, _ = experiment.build(source_config, parallel.make_mesh((-1, 1, 1)), abstract_only=True)
+  source, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract)
+  source = {_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(source.params)}
+  copied, kept = [], []
+
+  def take(path, value):
+    key = _key(path)
+    if key not in source:
+      kept.append(key)
+      return value
+    if source[key].shape != value.shape:
+      raise errors.ConfigError(
+        f"config.init_from={workdir!r}: parameter {key} has shape {source[key].shape} there but "
+        f"{value.shape} here; the pretrained run must use the same vocab_size, emb_dim, mlp_dim and heads.")
+    copied.append(key)
+    return jax.device_put(source[key], value.sharding).astype(value.dtype)
+
+  params = jax.tree_util.tree_map_with_path(take, params)
+  if not copied:
+    raise errors.ConfigError(f"config.init_from={workdir!r} shares no parameter with this model; "
+                             "is it a run of the same model family?")
+  logging.info("Initialised %d parameters from %s; %d new: %s", len(copied), workdir, len(kept), kept)
+  return params
