@@ -44,6 +44,11 @@ def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False,
   return processor
 
 
+def maskable(tokens):
+  """Which ids of an encoder vocabulary masked-LM pretraining may mask (numpy or jax arrays): real pieces and UNK."""
+  return (tokens >= FIRST_ORDINARY_ID) | (tokens == UNK_ID)
+
+
 def load(path: str) -> spm.SentencePieceProcessor:
   """The trained SentencePiece model at `path`, checked to use tx_jax's special ids."""
   if not os.path.exists(path):

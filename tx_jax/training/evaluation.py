@@ -71,7 +71,7 @@ def unigram_perplexity(train: pipeline.Examples, evaluated: pipeline.Examples, v
   """
   counts = np.bincount(_tokens(train, maskable_only), minlength=vocab_size).astype(np.float64) + 1.0
   if maskable_only:
-    counts[~_maskable(np.arange(vocab_size))] = 0.0
+    counts[~tokenizer_lib.maskable(np.arange(vocab_size))] = 0.0
   probs = counts / counts.sum()
   return float(np.exp(-np.log(probs[_tokens(evaluated, maskable_only)]).mean()))
 
@@ -82,10 +82,6 @@ def most_frequent_token_accuracy(train: pipeline.Examples, evaluated: pipeline.E
   return float(np.mean(_tokens(evaluated, True) == guess))
 
 
-def _maskable(tokens):
-  return (tokens >= tokenizer_lib.FIRST_ORDINARY_ID) | (tokens == tokenizer_lib.UNK_ID)  # as tasks.mask_tokens
-
-
 def _tokens(examples: pipeline.Examples, maskable_only: bool):
   tokens = np.concatenate(examples.targets)
-  return tokens[_maskable(tokens)] if maskable_only else tokens
+  return tokens[tokenizer_lib.maskable(tokens)] if maskable_only else tokens

@@ -26,9 +26,7 @@ def mask_tokens(tokens, key, *, vocab_size: int, mask_rate: float = 0.15):
   Padding, EOS, BOS/[CLS] and [MASK] itself are never selected.
   """
   select_key, how_key, random_key = jax.random.split(key, 3)
-  ordinary = tokens >= tokenizer_lib.FIRST_ORDINARY_ID
-  ordinary |= tokens == tokenizer_lib.UNK_ID
-  selected = jax.random.bernoulli(select_key, mask_rate, tokens.shape) & ordinary
+  selected = jax.random.bernoulli(select_key, mask_rate, tokens.shape) & tokenizer_lib.maskable(tokens)
   how = jax.random.uniform(how_key, tokens.shape)
   random_tokens = jax.random.randint(random_key, tokens.shape, tokenizer_lib.FIRST_ORDINARY_ID, vocab_size)
   inputs = jnp.where(selected & (how < 0.8), tokenizer_lib.MASK_ID,
