@@ -5,10 +5,11 @@ from absl import logging
 
 from tx_jax import errors, parallel
 from tx_jax.training import checkpoint, experiment
+from tx_jax.training import step as step_lib
 
 
 def _key(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+  return "/".join(map(str, step_lib.path_names(path)))
 
 
 def load_matching_params(workdir: str, params):

@@ -48,10 +48,10 @@ def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, 
 
 def _state_shardings(abstract_state: TrainState, param_shardings, mesh):
   """Optimizer moments follow their parameter's sharding; everything else is replicated."""
-  flat_params = {tuple(_path(p)): s for p, s in jax.tree_util.tree_leaves_with_path(param_shardings)}
+  flat_params = {tuple(path_names(p)): s for p, s in jax.tree_util.tree_leaves_with_path(param_shardings)}
 
   def for_opt_leaf(path, leaf):
-    path = tuple(_path(path))
+    path = tuple(path_names(path))
     for n in range(len(path)):  # optimizer moments' paths end with their parameter's full path
       if path[n:] in flat_params:
         return flat_params[path[n:]]
@@ -62,7 +62,8 @@ def _state_shardings(abstract_state: TrainState, param_shardings, mesh):
                     rng=parallel.replicated(mesh))
 
 
-def _path(path):
+def path_names(path) -> list:
+  """The plain keys (names, indices) of a jax tree path, e.g. ['encoder', 'blocks', 0, 'kernel']."""
   return [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
 
 
