@@ -58,11 +58,6 @@ class LabelledBatches(pipeline.TrainBatches):
 def eval_batches(examples: LabelledExamples, *, global_rows: int, row_length: int, process_index: int = 0,
                  process_count: int = 1, max_batches: int | None = None):
   """Batches over a whole split in order; the last is filled with label -1 rows."""
-  local_rows = global_rows // process_count
-  num = -(-len(examples) // global_rows)
-  if max_batches is not None and max_batches > 0:
-    num = min(num, max_batches)
-  for b in range(num):
-    start = b * global_rows + process_index * local_rows
-    ids = range(start, min(start + local_rows, len(examples)))
-    yield rows_to_batch(examples, ids, local_rows, row_length)
+  for start, stop in pipeline.eval_slices(len(examples), global_rows=global_rows, process_index=process_index,
+                                          process_count=process_count, max_batches=max_batches):
+    yield rows_to_batch(examples, range(start, min(stop, len(examples))), stop - start, row_length)

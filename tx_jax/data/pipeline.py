@@ -152,18 +152,30 @@ class TrainBatches:
     return rows_to_batch(self.examples, rows, self.row_length)
 
 
-def eval_batches(examples: Examples, *, global_rows: int, row_length: int,
-                 process_index: int = 0, process_count: int = 1, max_batches: int | None = None):
-  """Packed batches over a whole eval split, in order, the last padded with empty rows."""
-  rows = pack(examples, range(len(examples)), row_length)
+def eval_slices(num_rows: int, *, global_rows: int, process_index: int = 0, process_count: int = 1,
+                max_batches: int | None = None):
+  """(start, stop) of this process's rows in each global batch over `num_rows` rows, in order.
+
+  The last batch may reach past `num_rows`; callers fill it so every device gets rows.
+  `max_batches` > 0 stops early.
+  """
   local_rows = global_rows // process_count
-  num = -(-len(rows) // global_rows)
+  num = -(-num_rows // global_rows)
   if max_batches is not None and max_batches > 0:
     num = min(num, max_batches)
   for b in range(num):
     start = b * global_rows + process_index * local_rows
-    chunk = rows[start:start + local_rows]
-    yield rows_to_batch(examples, chunk + [[]] * (local_rows - len(chunk)), row_length)  # every device gets rows
+    yield start, start + local_rows
+
+
+def eval_batches(examples: Examples, *, global_rows: int, row_length: int,
+                 process_index: int = 0, process_count: int = 1, max_batches: int | None = None):
+  """Packed batches over a whole eval split, in order, the last padded with empty rows."""
+  rows = pack(examples, range(len(examples)), row_length)
+  for start, stop in eval_slices(len(rows), global_rows=global_rows, process_index=process_index,
+                                 process_count=process_count, max_batches=max_batches):
+    chunk = rows[start:stop]
+    yield rows_to_batch(examples, chunk + [[]] * (stop - start - len(chunk)), row_length)  # every device gets rows
 
 
 def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
