@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from tx_jax import decode, errors
+from tx_jax.data import task_data
 from tx_jax.data import tokenizer as tokenizer_lib
 
 # The attention each model family has: kind -> (stack attribute, attention attribute in each Block).
@@ -107,7 +108,7 @@ def attention_weights(graphdef, params, config, processor, text: str, target: st
     if family == "decoder_only":
       tokens = [tokenizer_lib.BOS_ID] + ids
     else:
-      cls = [tokenizer_lib.BOS_ID] if config.get("task") == "classification" else []
+      cls = [tokenizer_lib.BOS_ID] if task_data.task_of(config) == "classification" else []
       tokens = cls + ids + [tokenizer_lib.EOS_ID]
     weights = _sown_weights(graphdef, params, as_batch(tokens), family=family)
     labels = {"self": (pieces(processor, tokens),) * 2}

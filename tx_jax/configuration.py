@@ -1,6 +1,7 @@
 """Config validation: every bad value fails before any compile, with a message naming the field."""
 
 from tx_jax import errors
+from tx_jax.data import task_data
 from tx_jax.models.config import REMAT_POLICIES
 from tx_jax.training.tasks import TASK_FAMILY
 
@@ -44,7 +45,7 @@ def validate(config):
   for field in FRACTIONS:
     if field in config and not 0.0 <= config[field] < 1.0:
       _fail(field, config[field], "must be in [0, 1).")
-  task = config.get("task", "translation")
+  task = task_data.task_of(config)
   family = config.get("model_family", TASK_FAMILY[task])
   if family != TASK_FAMILY[task]:
     _fail("model_family", family, f"cannot be trained on config.task={task!r}; it needs {TASK_FAMILY[task]!r}.")

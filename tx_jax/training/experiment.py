@@ -25,7 +25,7 @@ def build(config, mesh, abstract_only=False):
   tx = schedules.make_optimizer(config, schedule)
   graphdef, state, shardings = step_lib.create_train_state(
     lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only)
-  step_args = dict(task=config.get("task", "translation"), label_smoothing=config.label_smoothing,
+  step_args = dict(task=task_data.task_of(config), label_smoothing=config.label_smoothing,
                    mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1))
   if config.get("parallelism", "jit") == "pmap":  # replicated state: the same pytree and checkpoints as jit's
     train_fn, eval_fn = pmap_step.compile_pmap_steps(graphdef, tx, schedule, mesh, **step_args)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from tx_jax.data import task_data
 from tx_jax.models import config as config_lib
 from tx_jax.training.tasks import TASK_FAMILY
 
@@ -80,7 +81,7 @@ def train_flops(config, batch: dict) -> float:
   [rows, len] (tx_jax.data.pipeline.BATCH_KEYS, or a classification batch with "inputs").
   """
   cfg = config_lib.ModelConfig.from_config(config)
-  task = config.get("task", "translation")
+  task = task_data.task_of(config)
   family = config.get("model_family", TASK_FAMILY[task])
   d, q, kv = cfg.emb_dim, cfg.num_heads * cfg.qkv_head_dim, cfg.kv_heads * cfg.qkv_head_dim
   ffn = (3 if cfg.activation == "swiglu" else 2) * d * cfg.mlp_dim
