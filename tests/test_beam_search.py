@@ -37,12 +37,16 @@ def _sources(seed):
   return jnp.asarray(src)
 
 
-def _search(model, src, beam_size):
-  """tx_jax.decode.translate_batch's setup (beam_size 1: greedy); returns (sequences, scores) as numpy."""
+def _search(model, src, beam_size, shared=False):
+  """Beam search (beam_size 1: greedy) with the EOS bonus; returns (sequences, scores) as numpy.
+
+  shared=False repeats each source once per beam, so every hypothesis has its own cache row;
+  shared=True is tx_jax.decode.translate_batch's layout: one encoding and one cache row per sentence.
+  """
   segments = (src != 0).astype(jnp.int32)
-  if beam_size > 1:
+  if beam_size > 1 and not shared:
     src, segments = jnp.repeat(src, beam_size, axis=0), jnp.repeat(segments, beam_size, axis=0)
-  cache = model.init_cache(model.encode(src, segments), MAX_LEN)
+  cache = model.init_cache(model.encode(src, segments), MAX_LEN, beam_size if shared else 1)
 
   def step_fn(tokens, cache, i):
     logits, cache = model.decode_step(tokens, cache, i, segments)
@@ -91,4 +95,15 @@ def test_beam_is_sorted_by_its_penalised_score_and_never_worse_than_greedy():
         assert beam_scores[row, 0] >= greedy_scores[row] - 1e-4, (seed, row, beam_scores[row], greedy_scores[row])
         compared += 1
   assert compared >= 8  # of 24 rows; with EOS_BONUS most greedy hypotheses end within MAX_LEN
+
+
+
+def test_beams_sharing_a_sentence_row_search_as_beams_with_rows_of_their_own():
+  """The shared cache (one row per sentence, beams told apart by a visibility mask) changes nothing."""
+  for seed in range(6):
+    model, src = _model(seed), _sources(seed)
+    own_seqs, own_scores = _search(model, src, BEAM)
+    shared_seqs, shared_scores = _search(model, src, BEAM, shared=True)
+    np.testing.assert_array_equal(shared_seqs, own_seqs, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(shared_scores, own_scores, atol=1e-5, err_msg=f"seed {seed}")
 
