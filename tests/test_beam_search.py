@@ -5,6 +5,8 @@ that the cached decoding loop scores what the model says. The random models get 
 the EOS logit (in decoding and in rescoring alike) so that most hypotheses end within MAX_LEN.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,7 @@ from flax import nnx
 from tx_jax import decode
 from tx_jax.data import tokenizer
 from tx_jax.models.config import ModelConfig
+from tx_jax.models.decoder_only import DecoderOnly
 from tx_jax.models.encoder_decoder import EncoderDecoder
 
 VOCAB, BATCH, BEAM, MAX_LEN, ALPHA, EOS_BONUS = 12, 4, 4, 8, 0.6, 2.5
@@ -107,3 +110,44 @@ def test_beams_sharing_a_sentence_row_search_as_beams_with_rows_of_their_own():
     np.testing.assert_array_equal(shared_seqs, own_seqs, err_msg=f"seed {seed}")
     np.testing.assert_allclose(shared_scores, own_scores, atol=1e-5, err_msg=f"seed {seed}")
 
+
+def test_decoding_in_stages_equals_one_loop():
+  """Growing the cache stage by stage (as translate_batch and generate do) changes no token and no score."""
+  max_len = 40
+  assert decode.stage_lengths(max_len) == [16, 32, 40]
+  # Sentence r is made to end at step ENDS[r] (in the first, second, third stage; never), so that the
+  # loop carries finished and unfinished rows across stage boundaries.
+  ends = jnp.array([5, 20, 35, max_len])
+
+  def force_eos(logits, i):
+    rows = jnp.repeat(ends, logits.shape[0] // BATCH)
+    return logits + jnp.where(rows == i, 50.0, 0.0)[:, None] * jax.nn.one_hot(EOS, VOCAB)
+
+  for seed in range(3):
+    model, src = _model(seed), _sources(seed)
+    segments = (src != 0).astype(jnp.int32)
+    encoded = model.encode(src, segments)
+    kernel = model.output_kernel()  # the staged runs use it, the one-loop runs the table itself
+    for beam in (1, BEAM):
+      def step(t, c, i, grown):
+        logits, c = model.decode_step(t, c, i, segments, kernel if grown else None)
+        return force_eos(logits, i), c
+      def search(c, grow, beam=beam):
+        f = functools.partial(step, grown=grow is not None)
+        if beam == 1:
+          return decode.greedy(f, c, BATCH, max_len, grow=grow)
+        return decode.beam_search(f, c, BATCH, beam, max_len, ALPHA, grow=grow)
+      seqs, scores = search(model.init_cache(encoded, 16, beam), model.grow_cache)
+      seqs_one, scores_one = search(model.init_cache(encoded, max_len, beam), None)
+      np.testing.assert_array_equal(seqs, seqs_one, err_msg=f"seed {seed}, beam {beam}")
+      np.testing.assert_allclose(scores, scores_one, atol=1e-5, err_msg=f"seed {seed}, beam {beam}")
+      if beam == 1:
+        seqs = np.asarray(seqs)
+        np.testing.assert_array_equal(np.where((seqs == EOS).any(1), (seqs == EOS).argmax(1), max_len), ends)
+  lm = DecoderOnly(ModelConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, mlp_dim=64, num_decoder_layers=2,
+                               positions="rope", dropout_rate=0.0, attention_dropout_rate=0.0), rngs=nnx.Rngs(0))
+  step = lambda t, c, i: lm.decode_step(t, c, i, lm.output_kernel())
+  seqs, scores = decode.greedy(step, lm.init_cache(BATCH, 16), BATCH, max_len, grow=lm.grow_cache)
+  seqs_one, scores_one = decode.greedy(step, lm.init_cache(BATCH, max_len), BATCH, max_len)
+  np.testing.assert_array_equal(seqs, seqs_one)
+  np.testing.assert_allclose(scores, scores_one, atol=1e-5)

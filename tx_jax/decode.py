@@ -24,11 +24,44 @@ def length_penalty(length, alpha: float):
   return ((5.0 + length) / 6.0) ** alpha
 
 
-def _one_by_one(step_fn, cache, batch_size: int, max_len: int, choose, eos_id: int, bos_id: int):
+FIRST_STAGE_LEN = 16
+
+
+def stage_lengths(max_len: int) -> list[int]:
+  """Where the stages of a `max_len`-step decoding loop end: 16, 32, 64, ... (doubling), then max_len.
+
+  Doubling keeps the stages few (each compiles its own loop body) and the cache never more than
+  twice the steps it has to hold.
+  """
+  ends = [FIRST_STAGE_LEN]
+  while ends[-1] < max_len:
+    ends.append(2 * ends[-1])
+  return ends[:-1] + [max_len]
+
+
+def _while_in_stages(cond, body, carry, max_len: int, grow):
+  """jax.lax.while_loop(cond(carry, end), body, carry) for the steps up to max_len; carry[-1] is the cache.
+
+  Without `grow`, one loop over a cache made for max_len steps. With `grow(cache, steps) -> cache`,
+  one loop per stage of `stage_lengths(max_len)`, and the cache (made for the first stage's steps)
+  is grown to each stage's end before it: a step's self-attention then reads the slots that stage
+  can fill, not all max_len (steps 0..15 read 16 slots, 16..31 read 32, 32..63 read 64: for 64
+  steps 11/16 of the reads of one loop), at the price of compiling one loop body per stage.
+  """
+  if grow is None:
+    return jax.lax.while_loop(functools.partial(cond, end=max_len), body, carry)
+  for n, end in enumerate(stage_lengths(max_len)):
+    if n:
+      carry = (*carry[:-1], grow(carry[-1], end))
+    carry = jax.lax.while_loop(functools.partial(cond, end=end), body, carry)
+  return carry
+
+
+def _one_by_one(step_fn, cache, batch_size: int, max_len: int, choose, eos_id: int, bos_id: int, grow=None):
   """Decodes one token per step with `choose(logits [b, vocab] float32, step) -> tokens [b]` until all hit EOS."""
-  def cond(carry):
+  def cond(carry, end):
     i, _, _, done, _, _ = carry
-    return (i < max_len) & ~jnp.all(done)
+    return (i < end) & ~jnp.all(done)
 
   def body(carry):
     i, last, out, done, scores, cache = carry
@@ -42,7 +75,7 @@ def _one_by_one(step_fn, cache, batch_size: int, max_len: int, choose, eos_id: i
 
   init = (jnp.int32(0), jnp.full((batch_size,), bos_id, jnp.int32), jnp.zeros((batch_size, max_len), jnp.int32),
           jnp.zeros((batch_size,), bool), jnp.zeros((batch_size,)), cache)
-  _, _, out, _, scores, _ = jax.lax.while_loop(cond, body, init)
+  _, _, out, _, scores, _ = _while_in_stages(cond, body, init, max_len, grow)
   return out, scores
 
 
@@ -60,12 +93,15 @@ def _argmax(logits):
 
 
 def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenizer_lib.EOS_ID,
-           bos_id: int = tokenizer_lib.BOS_ID):
+           bos_id: int = tokenizer_lib.BOS_ID, grow=None):
   """Argmax decoding; step_fn(tokens [b], cache, index) -> (logits [b, vocab], cache).
 
   Returns (tokens [b, max_len], sum of log-probabilities [b]); positions after EOS hold 0.
+  With `grow(cache, steps) -> cache`, `cache` holds the first of `stage_lengths(max_len)` steps
+  and is grown stage by stage (see `_while_in_stages`); without, it holds max_len steps.
   """
-  return _one_by_one(step_fn, cache, batch_size, max_len, lambda logits, i: _argmax(logits), eos_id, bos_id)
+  return _one_by_one(step_fn, cache, batch_size, max_len, lambda logits, i: _argmax(logits), eos_id, bos_id,
+                     grow)
 
 
 def filter_logits(log_probs, top_k: int = 0, top_p: float = 1.0):
@@ -86,13 +122,16 @@ def filter_logits(log_probs, top_k: int = 0, top_p: float = 1.0):
 
 
 def sample(step_fn, cache, batch_size: int, max_len: int, rng, *, temperature: float = 1.0, top_k: int = 0,
-           top_p: float = 1.0, eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID):
-  """Ancestral sampling at `temperature` from the top-k / top-p (nucleus) filtered distribution, seeded by rng."""
+           top_p: float = 1.0, eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID, grow=None):
+  """Ancestral sampling at `temperature` from the top-k / top-p (nucleus) filtered distribution, seeded by rng.
+
+  `grow` as in `greedy`.
+  """
   def choose(logits, i):
     filtered = filter_logits(jax.nn.log_softmax(logits) / max(temperature, 1e-6), top_k, top_p)
     return jax.random.categorical(jax.random.fold_in(rng, i), filtered, axis=-1)
 
-  return _one_by_one(step_fn, cache, batch_size, max_len, choose, eos_id, bos_id)
+  return _one_by_one(step_fn, cache, batch_size, max_len, choose, eos_id, bos_id, grow)
 
 
 def _gather_beams(tree, beam_indices, batch_size: int, beam_size: int):
@@ -106,23 +145,23 @@ def _gather_beams(tree, beam_indices, batch_size: int, beam_size: int):
 
 
 def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, alpha: float = 0.6,
-                eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID):
+                eos_id: int = tokenizer_lib.EOS_ID, bos_id: int = tokenizer_lib.BOS_ID, grow=None):
   """Beam search with the GNMT length penalty; step_fn(tokens [b * beam], cache, index) -> (logits, cache).
 
   Cache leaves that lead with batch * beam follow their hypotheses (reordered whenever the beams
   are chosen); leaves with one row per sentence, such as the KV caches of
   `EncoderDecoder.init_cache(..., beam_size)`, are shared by its beams and never copied.
-  Returns (sequences [b, beam, max_len], scores [b, beam]) sorted best first;
-  score = sum log p / length_penalty(length, alpha).
+  `grow` as in `greedy`. Returns (sequences [b, beam, max_len], scores [b, beam]) sorted best
+  first; score = sum log p / length_penalty(length, alpha).
   """
   b, k = batch_size, beam_size
 
-  def cond(carry):
+  def cond(carry, end):
     i, _, alive_logp, _, fin_scores, _ = carry
     # Stop when no alive beam, even at the best possible length penalty, can beat the worst finished one.
     best_alive = alive_logp[:, 0] / length_penalty(max_len, alpha)
     worst_finished = jnp.min(fin_scores, axis=1)
-    return (i < max_len) & ~jnp.all(worst_finished > best_alive)
+    return (i < end) & ~jnp.all(worst_finished > best_alive)
 
   def body(carry):
     i, alive_seq, alive_logp, fin_seq, fin_scores, cache = carry
@@ -149,7 +188,7 @@ def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, a
   init_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1)), (b, 1))
   seqs = jnp.zeros((b, k, max_len), jnp.int32)
   init = (jnp.int32(0), seqs, init_logp, seqs, jnp.full((b, k), NEG_INF), cache)
-  i, alive_seq, alive_logp, fin_seq, fin_scores, _ = jax.lax.while_loop(cond, body, init)
+  i, alive_seq, alive_logp, fin_seq, fin_scores, _ = _while_in_stages(cond, body, init, max_len, grow)
   # Sentences with no finished hypothesis fall back to their alive beams.
   none_finished = jnp.all(fin_scores <= NEG_INF / 2, axis=1)
   alive_scores = alive_logp / length_penalty(i, alpha)
@@ -168,12 +207,13 @@ def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, a
   segments = (inputs != 0).astype(jnp.int32)
   b = inputs.shape[0]
   encoded = model.encode(inputs, segments)
-  cache = model.init_cache(encoded, max_len, beam_size)
-  step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments)
+  cache = model.init_cache(encoded, stage_lengths(max_len)[0], beam_size)  # grown stage by stage
+  output_kernel = model.output_kernel()
+  step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments, output_kernel)
   if beam_size > 1:
-    seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha)
+    seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha, grow=model.grow_cache)
     return seqs[:, 0]
-  return greedy(step_fn, cache, b, max_len)[0]
+  return greedy(step_fn, cache, b, max_len, grow=model.grow_cache)[0]
 
 
 def decode_length(longest_source: int, max_predict_length: int) -> int:

@@ -38,15 +38,18 @@ def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top
   """Feeds prompt [b, p] (BOS first) through the cache, then decodes up to max_new_tokens tokens."""
   model = nnx.merge(graphdef, params)
   batch, prompt_len = prompt.shape
-  cache = model.init_cache(batch, prompt_len + max_new_tokens)
+  # The cache holds the prompt and the first stage of new tokens, and grows stage by stage (decode.greedy).
+  cache = model.init_cache(batch, prompt_len + decode.stage_lengths(max_new_tokens)[0])
+  grow = lambda cache, new_tokens: model.grow_cache(cache, prompt_len + new_tokens)
   for i in range(prompt_len - 1):  # prefill all but the last prompt token
     _, cache = model.decode_step(prompt[:, i], cache, i)
   # Decoding continues from the last prompt token, at positions offset by the prompt.
-  step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i + prompt_len - 1)
+  output_kernel = model.output_kernel()
+  step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i + prompt_len - 1, output_kernel)
   if temperature == 0.0:
-    return decode.greedy(step_fn, cache, batch, max_new_tokens, bos_id=prompt[0, -1])[0]
+    return decode.greedy(step_fn, cache, batch, max_new_tokens, bos_id=prompt[0, -1], grow=grow)[0]
   return decode.sample(step_fn, cache, batch, max_new_tokens, rng, temperature=temperature, top_k=top_k,
-                       top_p=top_p, bos_id=prompt[0, -1])[0]
+                       top_p=top_p, bos_id=prompt[0, -1], grow=grow)[0]
 
 
 def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, temperature=1.0, top_k=0,

@@ -29,10 +29,18 @@ class DecoderOnly(nnx.Module):
     """Empty per-layer self-attention KV cache."""
     return self.decoder.empty_cache(batch_size, max_decode_len)
 
-  def decode_step(self, tokens, cache, index):
-    """One step: tokens [batch] at position `index` -> (logits [batch, vocab], cache)."""
+  def grow_cache(self, cache, max_decode_len: int):
+    """`cache` (from `init_cache`) with room for `max_decode_len` positions; the new slots are empty."""
+    return self.decoder.grow_cache(cache, max_decode_len)
+
+  def output_kernel(self):
+    """The output projection [emb_dim, vocab] for `decode_step`, computed once per decoding loop."""
+    return self.embedder.output_kernel()
+
+  def decode_step(self, tokens, cache, index, output_kernel=None):
+    """One step: tokens [batch] at position `index` -> (logits [batch, vocab], cache); see `output_kernel`."""
     positions = jnp.full((tokens.shape[0], 1), index)
     x = self.embedder(tokens[:, None], positions)
     mask = (jnp.arange(cache[0]["self"]["k"].shape[2]) <= index)[None, None, None, :]
     x, cache = self.decoder(x, mask, positions=positions, cache=cache, cache_index=index)
-    return self.embedder.logits(x)[:, 0], cache
+    return self.embedder.logits(x, output_kernel)[:, 0], cache

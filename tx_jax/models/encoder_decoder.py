@@ -70,11 +70,22 @@ class EncoderDecoder(nnx.Module):
       layer_cache["cross"] = {"k": k, "v": v}
     return {"layers": layers, "visible": jnp.zeros((batch * beam_size, max_decode_len * beam_size), bool)}
 
-  def decode_step(self, tokens, cache, index, input_segments):
+  def grow_cache(self, cache, max_decode_len: int):
+    """`cache` (from `init_cache`) with room for `max_decode_len` steps; the new slots are empty and unseen."""
+    beams = cache["visible"].shape[0] // cache["layers"][0]["self"]["k"].shape[0]
+    slots = max_decode_len * beams
+    visible = jnp.pad(cache["visible"], ((0, 0), (0, slots - cache["visible"].shape[1])))
+    return {"layers": self.decoder.grow_cache(cache["layers"], slots), "visible": visible}
+
+  def output_kernel(self):
+    """The output projection [emb_dim, vocab] for `decode_step`, computed once per decoding loop."""
+    return self._target_embedder.output_kernel()
+
+  def decode_step(self, tokens, cache, index, input_segments, output_kernel=None):
     """One decoding step: tokens [batch] at position `index` -> (logits [batch, vocab], cache).
 
     With beams (`init_cache(..., beam_size)`), tokens are [sentences * beam_size] with a sentence's
-    beams consecutive, and input_segments [sentences, src_len].
+    beams consecutive, and input_segments [sentences, src_len]. output_kernel: `self.output_kernel()`.
     """
     rows = input_segments.shape[0]
     beams = tokens.shape[0] // rows
@@ -87,4 +98,5 @@ class EncoderDecoder(nnx.Module):
     cross_mask = (input_segments != 0)[:, None, None, :]
     x, layers = self.decoder(x, self_mask, positions=positions, cross_mask=cross_mask, cache=cache["layers"],
                              cache_index=index * beams)
-    return self._target_embedder.logits(x).reshape(tokens.shape[0], -1), {"layers": layers, "visible": visible}
+    logits = self._target_embedder.logits(x, output_kernel)
+    return logits.reshape(tokens.shape[0], -1), {"layers": layers, "visible": visible}
