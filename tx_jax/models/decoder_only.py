@@ -39,7 +39,7 @@ class DecoderOnly(nnx.Module):
 
   def decode_step(self, tokens, cache, index, output_kernel=None):
     """One step: tokens [batch] at position `index` -> (logits [batch, vocab], cache); see `output_kernel`."""
-    positions = jnp.full((tokens.shape[0], 1), index)
+    positions = jnp.full((1, 1), index)  # the same for every row
     x = self.embedder(tokens[:, None], positions)
     mask = (jnp.arange(cache[0]["self"]["k"].shape[2]) <= index)[None, None, None, :]
     x, cache = self.decoder(x, mask, positions=positions, cache=cache, cache_index=index)

@@ -92,7 +92,7 @@ class EncoderDecoder(nnx.Module):
     # Step `index` of hypothesis j of a sentence goes to slot index * beams + j of the sentence's row.
     slot = index * beams + jnp.arange(tokens.shape[0]) % beams
     visible = cache["visible"] | (jnp.arange(cache["visible"].shape[1]) == slot[:, None])
-    positions = jnp.full((rows, beams), index)
+    positions = jnp.full((1, beams), index)  # the same for every sentence
     x = self._target_embedder(tokens.reshape(rows, beams), positions)
     self_mask = visible.reshape(rows, 1, beams, -1)  # [rows, 1, queries = beams, slots]
     cross_mask = (input_segments != 0)[:, None, None, :]

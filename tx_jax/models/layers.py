@@ -21,8 +21,11 @@ def make_norm(cfg: config_lib.ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
 
 
 def default_positions(segments):
-  """Positions 0..len-1 for every row, for unpacked batches."""
-  return jnp.broadcast_to(jnp.arange(segments.shape[1]), segments.shape)
+  """Positions [1, len] = 0..len-1, shared by every row of an unpacked batch [batch, len].
+
+  One row, broadcast where it is used: the position embedding is then computed once, not per row.
+  """
+  return jnp.arange(segments.shape[1])[None]
 
 
 class Embedder(nnx.Module):
@@ -51,7 +54,7 @@ class Embedder(nnx.Module):
     self.dropout = nnx.Dropout(cfg.dropout_rate)
 
   def __call__(self, tokens, positions, token_types=None, *, deterministic=True, rngs=None):
-    """Embeds tokens [batch, len] at integer positions [batch, len] -> [batch, len, emb_dim]."""
+    """Embeds tokens [batch, len] at integer positions [batch or 1, len] -> [batch, len, emb_dim]."""
     x = self.table(tokens)
     if self.cfg.scale_embeddings:
       x = x * jnp.sqrt(self.cfg.emb_dim).astype(x.dtype)
