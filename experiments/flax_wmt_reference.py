@@ -25,7 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from experiments import decode_throughput  # noqa: E402
+from experiments import decode_throughput as ours  # its flags, sources, shapes and timing  # noqa: E402
 
 _FLAX_WMT_DIR = flags.DEFINE_string("flax_wmt_dir", None, "examples/wmt of the Flax source release.", required=True)
 
@@ -78,17 +78,16 @@ def make_decoder(models, decode, shape: dict, vocab_size: int, max_len: int):
 def main(argv):
   del argv
   models, decode = load_example(_FLAX_WMT_DIR.value)
-  flags_ = decode_throughput
-  sources = jnp.asarray(flags_.real_sources(flags_._BATCH.value, flags_._SOURCE_LENGTH.value))
-  max_len = flags_._OUTPUT_LENGTH.value
-  print(f"Flax WMT example ({_FLAX_WMT_DIR.value}): batch {flags_._BATCH.value}, source length "
-        f"{flags_._SOURCE_LENGTH.value}, output length {max_len}, vocabulary 8000, {jax.devices()[0].platform}")
-  for name in flags_._SHAPES.value:
-    shape = flags_.SHAPES[name]
+  sources = jnp.asarray(ours.real_sources(ours._BATCH.value, ours._SOURCE_LENGTH.value))
+  max_len = ours._OUTPUT_LENGTH.value
+  print(f"Flax WMT example ({_FLAX_WMT_DIR.value}): batch {ours._BATCH.value}, source length "
+        f"{ours._SOURCE_LENGTH.value}, output length {max_len}, vocabulary 8000, {jax.devices()[0].platform}")
+  for name in ours._SHAPES.value:
+    shape = ours.SHAPES[name]
     params, predict = make_decoder(models, decode, shape, 8000, max_len)
     print(f"{name} (d {shape['emb_dim']}, {shape['num_encoder_layers']}+{shape['num_decoder_layers']} layers):")
     for label, beam in (("greedy", 1), ("beam 4", 4)):
-      seconds, tokens = flags_.timed(lambda beam=beam: predict(params, sources, beam), flags_._REPEATS.value)
+      seconds, tokens = ours.timed(lambda beam=beam: predict(params, sources, beam), ours._REPEATS.value)
       print(f"  {label:18s} {tokens / seconds:8.0f} output tokens/s  ({seconds:.2f} s per batch)")
 
 

@@ -100,7 +100,6 @@ def test_beam_is_sorted_by_its_penalised_score_and_never_worse_than_greedy():
   assert compared >= 8  # of 24 rows; with EOS_BONUS most greedy hypotheses end within MAX_LEN
 
 
-
 def test_beams_sharing_a_sentence_row_search_as_beams_with_rows_of_their_own():
   """The shared cache (one row per sentence, beams told apart by a visibility mask) changes nothing."""
   for seed in range(6):
