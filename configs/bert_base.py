@@ -6,7 +6,7 @@ import ml_collections
 def get_config():
   """The published BERT-base encoder with its pooler: 109,482,240 parameters."""
   config = ml_collections.ConfigDict()
-  config.model_family = "encoder_only"
+  config.task = "mlm"  # encoder-only
   config.vocab_size = 30522
   config.max_len = 512
   config.emb_dim = 768

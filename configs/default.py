@@ -7,8 +7,7 @@ def get_config():
   """The config `make demo` trains: real data fetched through apt, a model sized for 2 CPU cores."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.task = "translation"  # translation | lm
-  config.model_family = "encoder_decoder"
+  config.task = "translation"  # translation | lm | mlm | classification (tx_jax.tasks; it decides the model family)
 
   # Data.
   config.dataset = "libreoffice_help"  # libreoffice_help | text_files | tfds
@@ -28,6 +27,9 @@ def get_config():
   config.max_target_length = 128  # packed row length for training; longer pairs are dropped
   config.max_eval_target_length = 256
   config.max_predict_length = 256
+  config.vocab_sample_sentences = 2_000_000  # the vocabulary is trained on a uniform sample of this many records
+  config.data_shards = 0  # logical shards of the training data, fixed for a run; 0: one per process
+  config.data_workers = 1  # Grain worker processes per shard tokenizing and packing ahead of the step; 0: none
 
   # Model.
   config.emb_dim = 256
@@ -75,6 +77,7 @@ def get_config():
   config.num_eval_steps = 20  # packed validation batches per evaluation (-1: all)
   config.num_predict_sentences = 100  # validation sentences decoded for eval/bleu during training
   config.attention_images = False  # True: eval also draws the first validation text's attention maps in TensorBoard
+  config.log_batches = False  # True: WORKDIR/batches_process<i>.jsonl gets a SHA-1 of every training batch
   config.checkpoint_every_steps = 500
   config.max_checkpoints_to_keep = 3
   config.beam_size = 4

@@ -6,7 +6,7 @@ import ml_collections
 def get_config():
   """The published GPT-2 small shape: 124,439,808 parameters."""
   config = ml_collections.ConfigDict()
-  config.model_family = "decoder_only"
+  config.task = "lm"  # decoder-only
   config.vocab_size = 50257
   config.max_len = 1024
   config.emb_dim = 768

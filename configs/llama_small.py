@@ -6,7 +6,7 @@ from configs import lm_default
 def get_config():
   """8 layers, d_model 512, 8 query heads sharing 2 key/value heads; trains like lm_default."""
   config = lm_default.get_config()
-  config.model_family = "decoder_only"
+  config.task = "lm"  # decoder-only
   config.vocab_size = 8000
   config.max_len = 1024
   config.emb_dim = 512

@@ -7,7 +7,6 @@ def get_config():
   """A 4-layer, d_model 256 causal LM; evaluation reports perplexity beside the unigram baseline."""
   config = default.get_config()
   config.task = "lm"
-  config.model_family = "decoder_only"
   config.source_language = ""
   config.target_language = "en"  # the LibreOffice help's English side (paired with German, split by page)
   config.vocab_size = 8000

@@ -24,7 +24,7 @@ from flax import nnx  # noqa: E402
 
 from configs import default  # noqa: E402
 from tx_jax import decode  # noqa: E402
-from tx_jax.data import task_data  # noqa: E402
+from tx_jax import tasks  # noqa: E402
 from tx_jax.models.config import ModelConfig  # noqa: E402
 from tx_jax.models.encoder_decoder import EncoderDecoder  # noqa: E402
 
@@ -42,8 +42,9 @@ SHAPES = {
 
 def real_sources(batch: int, length: int) -> np.ndarray:
   """[batch, length] token ids: consecutive test-split sentences concatenated and cut to `length`."""
-  data = task_data.load(default.get_config(), splits=("test",))
-  stream = np.concatenate([s for s in data.eval["test"].sources])
+  config = default.get_config()
+  task = tasks.get(config)
+  stream = np.concatenate([e["inputs"] for e in task.evaluated_examples(config, task.tokenizer(config), "test")])
   return stream[:batch * length].reshape(batch, length).astype(np.int32)
 
 

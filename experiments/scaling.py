@@ -58,9 +58,9 @@ def run_job(config, job: dict, batches_path: str) -> dict:
   import numpy as np
   from flax import nnx
 
-  from tx_jax import parallel
+  from tx_jax import parallel, tasks
   from tx_jax.models import registry
-  from tx_jax.training import experiment, perf, tasks
+  from tx_jax.training import experiment, perf
 
   saved = np.load(batches_path)
   count = 1 + max(int(k.split("/")[0]) for k in saved.files)
@@ -80,8 +80,8 @@ def run_job(config, job: dict, batches_path: str) -> dict:
     batch = jax.tree.map(jax.numpy.asarray, batches[0])
 
     def loss(p):
-      return tasks.metric_sums(nnx.merge(graphdef, p), batch, task=config.task, label_smoothing=config.label_smoothing,
-                               deterministic=False, rng=jax.random.key(0))["loss"]
+      return tasks.get(config).metric_sums(nnx.merge(graphdef, p), batch, label_smoothing=config.label_smoothing,
+                                           deterministic=False, rng=jax.random.key(0))["loss"]
 
     out["residual_mb"] = perf.residual_bytes(loss, params) / 2 ** 20
   t = time.perf_counter()
@@ -147,9 +147,9 @@ def _save_batches(config, path: str):
   """Packs 1 + steps global batches of the config's training data into an .npz."""
   import numpy as np
 
-  from tx_jax.data import pipeline, task_data
-  data = task_data.load(config, splits=("train",))
-  it = pipeline.TrainBatches(data.train, global_rows=_GLOBAL_ROWS.value, row_length=config.max_target_length, seed=0)
+  from tx_jax import tasks
+  task = tasks.get(config)
+  it = task.train_batches(config, task.tokenizer(config, train=True), global_rows=_GLOBAL_ROWS.value)
   np.savez(path, **{f"{i}/{k}": v for i in range(1 + _STEPS.value) for k, v in next(it).items()})
 
 

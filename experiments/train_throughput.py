@@ -19,7 +19,8 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from tx_jax import configuration, parallel  # noqa: E402
-from tx_jax.data import pipeline, task_data  # noqa: E402
+from tx_jax import tasks  # noqa: E402
+from tx_jax.data import pipeline  # noqa: E402
 from tx_jax.training import experiment, perf  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Training config.")
@@ -33,16 +34,16 @@ def main(argv):
   config = _CONFIG.value
   configuration.validate(config)
   mesh = parallel.make_mesh(config.mesh_shape)
-  data = task_data.load(config, splits=("train",))
   rows = config.per_device_batch_size * jax.device_count()
-  batches = pipeline.TrainBatches(data.train, global_rows=rows, row_length=config.max_target_length, seed=0)
+  task = tasks.get(config)
+  batches = task.train_batches(config, task.tokenizer(config, train=True), global_rows=rows)
   _, state, train_fn, _ = experiment.build(config, mesh)
   local = [next(batches) for _ in range(_STEPS.value + 1)]
   t = time.perf_counter()
   state, _ = train_fn(state, parallel.global_batch(local[0], mesh))
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t
-  tokens = sum(int((b["inputs"] != 0).sum() + (b["targets"] != 0).sum()) for b in local[1:])
+  tokens = sum(pipeline.count_tokens(b) for b in local[1:])
   step_flops = sum(perf.train_flops(config, b) for b in local[1:])
   t = time.perf_counter()
   for b in local[1:]:

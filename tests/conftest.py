@@ -40,6 +40,7 @@ def make_tiny_config(corpus_dir, vocab_dir, **overrides):
   config.dataset = "text_files"
   config.data_dir = corpus_dir
   config.vocab_path = os.path.join(vocab_dir, "spm_500.model")
+  config.data_cache_dir = os.path.join(vocab_dir, "data_cache")  # the corpus's ArrayRecord shards
   config.vocab_size = 500
   config.emb_dim = 32
   config.num_heads = 2
@@ -57,6 +58,7 @@ def make_tiny_config(corpus_dir, vocab_dir, **overrides):
   config.checkpoint_every_steps = 3
   config.num_eval_steps = 2
   config.num_predict_sentences = 8
+  config.data_workers = 0  # in-process pipeline: no worker start-up per test (one test runs workers)
   config.eval_batch_size = 8
   config.beam_size = 2
   config.update(overrides)
@@ -70,9 +72,16 @@ def make_tiny_encoder_config(vocab_dir, task, **overrides):
   config.vocab_path = os.path.join(vocab_dir, "rt_enc_600.model")
   config.update(vocab_size=600, emb_dim=32, num_heads=2, mlp_dim=64, num_encoder_layers=1, num_train_steps=4,
                 warmup_steps=1, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4, num_eval_steps=2,
-                per_device_batch_size=8, learning_rate=0.003)
+                per_device_batch_size=8, learning_rate=0.003, data_workers=0)
   config.update(overrides)
   return config
+
+
+def first_train_batch(config, global_rows: int, **kw) -> dict:
+  """The first training batch of the config's task (its vocabulary trained first if missing)."""
+  from tx_jax import tasks
+  task = tasks.get(config)
+  return next(task.train_batches(config, task.tokenizer(config, train=True), global_rows=global_rows, **kw))
 
 
 @pytest.fixture(scope="session")

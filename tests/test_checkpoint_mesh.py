@@ -14,9 +14,8 @@ _PRELUDE = r"""
 import json, sys
 import jax, numpy as np
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/tests")
-from conftest import make_tiny_config
+from conftest import first_train_batch, make_tiny_config
 from tx_jax import evaluate, parallel, train
-from tx_jax.data import pipeline, task_data
 from tx_jax.training import checkpoint, experiment
 
 # 16-row global batches on 8 devices; evaluation over the whole split (num_eval_steps=-1), so the
@@ -51,8 +50,7 @@ out["restored_shard"] = list(kernel.sharding.shard_shape(kernel.shape))
 np.savez({npz!r}, **a)
 
 # Training continues from the restored state on either mesh: one more step on the same batch.
-data = task_data.load(config, splits=("train",))
-batch = next(pipeline.TrainBatches(data.train, global_rows=16, row_length=64, seed=1))
+batch = first_train_batch(config, 16)
 for name, mesh, state, fn in (("8x1x1", mesh8, state8, train8), ("2x2x2", mesh222, state222, train222)):
   state, sums = fn(state, parallel.global_batch(batch, mesh))
   out["next_loss_" + name] = float(sums["loss"] / sums["tokens"])

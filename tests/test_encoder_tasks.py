@@ -1,5 +1,6 @@
 """Encoder-only tasks on the real Rotten Tomatoes data: BERT masking, splits, MLM -> classifier, metrics."""
 
+import itertools
 import json
 import math
 import os
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 from tx_jax import evaluate, parallel, train
-from tx_jax.data import labelled, rotten_tomatoes, task_data, tokenizer
-from tx_jax.training import checkpoint, experiment, init_from, losses, metrics, tasks
+from tx_jax import tasks
+from tx_jax.data import rotten_tomatoes, tokenizer
+from tx_jax.tasks import masked_lm
+from tx_jax.training import checkpoint, experiment, init_from, losses, metrics
 
 from conftest import make_tiny_encoder_config
 
@@ -20,7 +23,7 @@ def test_bert_masking_follows_the_80_10_10_rule():
   vocab = 1000
   tokens = jax.random.randint(jax.random.key(1), (64, 512), tokenizer.FIRST_ORDINARY_ID, vocab)
   tokens = tokens.at[:, :8].set(jnp.array([0, 1, 3, 4, 0, 1, 3, 4]))  # specials are never selected
-  inputs, selected = tasks.mask_tokens(tokens, jax.random.key(2), vocab_size=vocab, mask_rate=0.15)
+  inputs, selected = masked_lm.mask_tokens(tokens, jax.random.key(2), vocab_size=vocab, mask_rate=0.15)
   inputs, selected, tokens = map(np.asarray, (inputs, selected, tokens))
   assert not selected[:, :8].any() and (inputs[:, :8] == tokens[:, :8]).all()
   ordinary = selected[:, 8:].size
@@ -65,16 +68,20 @@ def test_rotten_tomatoes_splits_are_by_movie_and_never_leak(rt_splits, data_cach
 
 def test_classifier_batches_start_with_cls_and_resume(vocab_dir):
   config = make_tiny_encoder_config(vocab_dir, "cls")
-  data = task_data.load(config, splits=("train", "test"))
-  assert data.processor.piece_to_id("[MASK]") == tokenizer.MASK_ID
-  batches = task_data.train_batches(config, data, global_rows=8)
-  first = [next(batches) for _ in range(3)]
+  task = tasks.get(config)
+  processor = task.tokenizer(config, train=True)
+  assert processor.piece_to_id("[MASK]") == tokenizer.MASK_ID
+  batches = task.train_batches(config, processor, global_rows=8)
+  first = [next(batches) for _ in range(2)]
+  state = batches.get_state()
+  first.append(next(batches))
   assert (first[0]["inputs"][:, 0] == tokenizer.BOS_ID).all() and set(first[0]["labels"]) <= {0, 1}
-  again = task_data.train_batches(config, data, global_rows=8)
-  again.set_state({"epoch": 0, "index": 2})
+  again = task.train_batches(config, processor, global_rows=8)
+  again.set_state(state)
   np.testing.assert_array_equal(next(again)["inputs"], first[2]["inputs"])
-  evals = list(labelled.eval_batches(data.eval["test"], global_rows=64, row_length=64))
-  assert sum((b["labels"] >= 0).sum() for b in evals) == len(data.eval["test"])
+  evals = [b for b, _ in itertools.takewhile(lambda x: not x[1], task.eval_batches(config, processor, "test",
+                                                                                     global_rows=64))]
+  assert sum((b["labels"] >= 0).sum() for b in evals) == len(task.records(config, "test"))
 
 
 def test_mlm_pretraining_then_classifier_from_it(vocab_dir, tmp_path):
@@ -139,11 +146,10 @@ def test_corrupt_wheel_says_to_delete_it(tmp_path):
 
 
 def test_masked_lm_baselines_by_hand():
-  from tx_jax.data import pipeline
   from tx_jax.training import evaluation
   # Maskable tokens are >= 5 (and UNK 2); EOS (1) is neither counted nor scored.
-  train_examples = pipeline.Examples([], [np.array([5, 5, 6, 1]), np.array([5, 1])])
-  eval_examples = pipeline.Examples([], [np.array([5, 6, 1])])
+  train_examples = np.array([5, 5, 6, 1, 5, 1])  # the tokens of two texts
+  eval_examples = np.array([5, 6, 1])
   assert evaluation.most_frequent_token_accuracy(train_examples, eval_examples) == 0.5
   # Counts + 1 over the maskable ids 2, 5, 6, 7 of a vocabulary of 8: 5 -> 4, 6 -> 2, 2 -> 1, 7 -> 1; total 8.
   expected = math.exp(-(math.log(4 / 8) + math.log(2 / 8)) / 2)

@@ -7,12 +7,11 @@ import pytest
 
 from conftest import make_tiny_config
 from tx_jax import configuration, errors, evaluate, generate, train
-from tx_jax.data import pipeline
 from tx_jax.training import evaluation
 
 
 def test_lm_trains_and_evaluates_with_unigram_baseline(small_corpus_dir, vocab_dir, tmp_path):
-  config = make_tiny_config(small_corpus_dir, vocab_dir, task="lm", model_family="decoder_only",
+  config = make_tiny_config(small_corpus_dir, vocab_dir, task="lm",
                             source_language="", target_language="en", num_predict_sentences=0,
                             num_encoder_layers=0, positions="rope", norm="rmsnorm", activation="swiglu")
   config.vocab_path = str(tmp_path / "lm.model")
@@ -30,8 +29,8 @@ def test_lm_trains_and_evaluates_with_unigram_baseline(small_corpus_dir, vocab_d
 
 
 def test_unigram_perplexity_by_hand():
-  train_examples = pipeline.Examples([], [np.array([5, 5, 6, 1]), np.array([5, 1])])
-  eval_examples = pipeline.Examples([], [np.array([5, 6])])
+  train_examples = np.array([5, 5, 6, 1, 5, 1])  # the tokens of two texts, EOS (1) included
+  eval_examples = np.array([5, 6])
   # counts + 1 over a vocabulary of 8: token 5 -> 4, token 6 -> 2, total 6 + 8 = 14.
   expected = math.exp(-(math.log(4 / 14) + math.log(2 / 14)) / 2)
   assert evaluation.unigram_perplexity(train_examples, eval_examples, 8) == pytest.approx(expected)

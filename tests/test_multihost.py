@@ -16,7 +16,7 @@ from tx_jax.training import checkpoint, experiment
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Run through tx_jax.train's own entry: distributed start-up from TX_JAX_* (before any device is
-# touched), each process reading its half of every global batch, process 0 writing TensorBoard,
+# touched), each process reading its own data shard (half of every global batch), process 0 writing TensorBoard,
 # both writing their checkpoint shards.
 _SCRIPT = r"""
 import json, sys
@@ -29,7 +29,8 @@ from tx_jax import train
 
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0, learning_rate=0.003,
                           warmup_steps=0, per_device_batch_size=4, num_train_steps=4, log_every_steps=2,
-                          eval_every_steps=4, checkpoint_every_steps=4, num_eval_steps=-1, parallelism={parallelism!r})
+                          eval_every_steps=4, checkpoint_every_steps=4, num_eval_steps=-1, parallelism={parallelism!r},
+                          data_shards=2)  # two logical data shards: one per process, or both in one process
 summary = train.train_and_evaluate(config, {workdir!r})
 print(json.dumps({{"started": started, "process": jax.process_index(), "processes": jax.process_count(),
                   "devices": jax.device_count(), "local_devices": jax.local_device_count(),
@@ -90,7 +91,7 @@ def test_two_processes_match_one_process_of_four_devices(small_corpus_dir, vocab
       np.testing.assert_allclose(r["summary"][key], one["summary"][key], rtol=1e-5)  # measured: see README
   # Only process 0 writes TensorBoard; both processes wrote checkpoint shards that restore here.
   assert len(os.listdir(tmp_path / "two" / "tensorboard")) == 1
-  overrides = {"parallelism": parallelism}
+  overrides = {"parallelism": parallelism, "data_shards": 2}
   a, data_a = _final_params(str(tmp_path / "two"), overrides, small_corpus_dir, vocab_dir)
   b, data_b = _final_params(str(tmp_path / "one"), overrides, small_corpus_dir, vocab_dir)
   assert int(a.step) == int(b.step) == 4 and data_a == data_b

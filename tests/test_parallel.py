@@ -16,14 +16,13 @@ _SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/tests")
-from conftest import make_tiny_config
-from tx_jax import parallel
-from tx_jax.data import pipeline, task_data
+from conftest import first_train_batch, make_tiny_config
+from tx_jax import parallel, tasks
 from tx_jax.training import experiment
 
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0)
-data = task_data.load(config, splits=("train",))
-batches = pipeline.TrainBatches(data.train, global_rows=8, row_length=64, seed=0)
+task = tasks.get(config)
+batches = task.train_batches(config, task.tokenizer(config, train=True), global_rows=8)
 local = [next(batches) for _ in range(3)]
 losses = {{}}
 for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
@@ -59,14 +58,13 @@ import json, sys
 import jax, numpy as np
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/tests")
 from conftest import make_tiny_config
-from tx_jax import errors, parallel
-from tx_jax.data import pipeline, task_data
+from tx_jax import errors, parallel, tasks
 from tx_jax.training import experiment
 
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0,
                           learning_rate=0.003, warmup_steps=0)
-data = task_data.load(config, splits=("train",))
-batches = pipeline.TrainBatches(data.train, global_rows=16, row_length=64, seed=0)
+task = tasks.get(config)
+batches = task.train_batches(config, task.tokenizer(config, train=True), global_rows=16)
 local = [next(batches) for _ in range(4)]
 
 def train(mesh_shape, devices, **overrides):

@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 
 from configs import default, lm_default
-from tx_jax import parallel, train
+from tx_jax import parallel, tasks, train
 from tx_jax.models import registry
-from tx_jax.training import experiment, perf, tasks
+from tx_jax.training import experiment, perf
 
 
 def _full_batch(rows: int, length: int, vocab_size: int) -> dict:
@@ -27,7 +27,7 @@ def _full_batch(rows: int, length: int, vocab_size: int) -> dict:
 @pytest.mark.parametrize("make_config, overrides", [
   (default.get_config, {}),  # encoder-decoder, 3 + 3 layers, d 256
   (lm_default.get_config, {}),  # decoder-only, 4 layers
-  (default.get_config, {"task": "mlm", "model_family": "encoder_only", "num_encoder_layers": 4}),
+  (default.get_config, {"task": "mlm", "num_encoder_layers": 4}),
 ])
 def test_model_flops_match_xla_cost_analysis(make_config, overrides):
   config = make_config()
@@ -60,8 +60,8 @@ def _loss_fn(config, batch):
   graphdef, params = nnx.split(model, nnx.Param)
 
   def loss(params):
-    sums = tasks.metric_sums(nnx.merge(graphdef, params), batch, task="lm", label_smoothing=0.0,
-                             deterministic=True)
+    sums = tasks.get("lm").metric_sums(nnx.merge(graphdef, params), batch, label_smoothing=0.0,
+                                       deterministic=True)
     return sums["loss"] / sums["tokens"]
 
   return loss, params

@@ -4,9 +4,8 @@ import math
 
 import pytest
 
-from conftest import make_tiny_config, make_tiny_encoder_config
+from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config
 from tx_jax import parallel
-from tx_jax.data import task_data
 from tx_jax.training import experiment
 
 # Four switch sets that between them cover each norm position, feed-forward kind and position kind.
@@ -26,7 +25,7 @@ def _config(family, small_corpus_dir, vocab_dir, tmp_path_factory):
     return make_tiny_encoder_config(vocab_dir, "classification")
   config = make_tiny_config(small_corpus_dir, vocab_dir)
   if family == "decoder_only":
-    config.update(task="lm", model_family="decoder_only", source_language="", target_language="en",
+    config.update(task="lm", source_language="", target_language="en",
                   num_encoder_layers=0, num_predict_sentences=0)
     config.vocab_path = str(tmp_path_factory.getbasetemp() / "switches_lm.model")
   return config
@@ -38,8 +37,7 @@ def real_batches(small_corpus_dir, vocab_dir, tmp_path_factory):
   out = {}
   for family in TASKS:
     config = _config(family, small_corpus_dir, vocab_dir, tmp_path_factory)
-    data = task_data.load(config, splits=("train",))
-    out[family] = (config, next(task_data.train_batches(config, data, global_rows=8)))
+    out[family] = (config, first_train_batch(config, 8))
   return out
 
 

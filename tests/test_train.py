@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import sacrebleu
 
+from conftest import first_train_batch
 from tx_jax import evaluate, parallel, train, translate
-from tx_jax.data import pipeline, task_data
 from tx_jax.training import checkpoint, experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,9 +24,7 @@ def test_one_train_step_reduces_loss_on_a_fixed_batch(tiny_config):
   tiny_config.dropout_rate = tiny_config.attention_dropout_rate = 0.0
   tiny_config.learning_rate, tiny_config.warmup_steps = 0.003, 0
   mesh = parallel.make_mesh(tiny_config.mesh_shape)
-  data = task_data.load(tiny_config, splits=("train",))
-  batch = next(pipeline.TrainBatches(data.train, global_rows=8, row_length=64, seed=0))
-  batch = parallel.global_batch(batch, mesh)
+  batch = parallel.global_batch(first_train_batch(tiny_config, 8), mesh)
   _, state, train_fn, eval_fn = experiment.build(tiny_config, mesh)
   before = eval_fn(state.params, batch)
   state, sums = train_fn(state, batch)

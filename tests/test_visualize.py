@@ -75,7 +75,7 @@ def test_encoder_decoder_weights_per_kind(restored):
 def test_self_attention_of_the_other_families(restored, family, causal):
   config, _, _, processor = restored
   config = config.copy_and_resolve_references()
-  config.model_family, config.num_heads = family, 4
+  config.task, config.num_heads = {"decoder_only": "lm", "encoder_only": "mlm"}[family], 4
   graphdef, params = nnx.split(registry.build_model(config, nnx.Rngs(0)), nnx.Param)
   maps = attention_maps.attention_weights(graphdef, params, config, processor, TEXT)
   assert list(maps) == ["self"]

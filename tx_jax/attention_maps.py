@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tx_jax import decode, errors
-from tx_jax.data import task_data
+from tx_jax import decode, errors, tasks
 from tx_jax.data import tokenizer as tokenizer_lib
 
 # The attention each model family has: kind -> (stack attribute, attention attribute in each Block).
@@ -36,7 +35,7 @@ class AttentionMap:
 
 def family_kinds(config) -> tuple:
   """The attention kinds of the config's model family, e.g. ('encoder_self', 'decoder_self', 'cross')."""
-  return tuple(KINDS[config.get("model_family", "encoder_decoder")])
+  return tuple(KINDS[tasks.get(config).family])
 
 
 def pieces(processor, ids) -> list:
@@ -91,7 +90,8 @@ def attention_weights(graphdef, params, config, processor, text: str, target: st
   predict (target + </s>), as alignment pictures are. decoder_only: <s> + text. encoder_only:
   text + </s>, after [CLS] (= <s>) for config.task='classification'.
   """
-  family = config.get("model_family", "encoder_decoder")
+  task = tasks.get(config)
+  family = task.family
   if target is not None and family != "encoder_decoder":
     raise errors.UserError(f"A target sentence is only read by encoder_decoder models, not {family}.")
   ids = processor.encode(text)
@@ -105,11 +105,7 @@ def attention_weights(graphdef, params, config, processor, text: str, target: st
     src, dec_in, out = (pieces(processor, x) for x in (source, decoder_inputs, predicted))
     labels = {"encoder_self": (src, src), "decoder_self": (out, dec_in), "cross": (out, src)}
   else:
-    if family == "decoder_only":
-      tokens = [tokenizer_lib.BOS_ID] + ids
-    else:
-      cls = [tokenizer_lib.BOS_ID] if task_data.task_of(config) == "classification" else []
-      tokens = cls + ids + [tokenizer_lib.EOS_ID]
+    tokens = task.attention_tokens(ids)  # <s> + text (decoder), text + </s> (encoder; [CLS] first to classify)
     weights = _sown_weights(graphdef, params, as_batch(tokens), family=family)
     labels = {"self": (pieces(processor, tokens),) * 2}
   return {kind: AttentionMap(np.asarray(weights[kind], np.float32), *labels[kind]) for kind in KINDS[family]}

@@ -1,14 +1,14 @@
 """Config validation: every bad value fails before any compile, with a message naming the field."""
 
-from tx_jax import errors
-from tx_jax.data import task_data
+from tx_jax import errors, tasks
+from tx_jax.data import sources
 from tx_jax.models.config import REMAT_POLICIES
-from tx_jax.training.tasks import TASK_FAMILY
+from tx_jax.models.registry import FAMILIES
 
 CHOICES = {
-  "task": tuple(TASK_FAMILY),
-  "model_family": ("encoder_decoder", "decoder_only", "encoder_only"),
-  "dataset": ("libreoffice_help", "text_files", "tfds", "rotten_tomatoes"),
+  "task": tuple(tasks.REGISTRY),
+  "model_family": tuple(FAMILIES),  # optional: when set, it must be the task's
+  "dataset": tuple(sources.READERS),
   "positions": ("sinusoidal", "learned", "rope", "none"),
   "norm": ("layernorm", "rmsnorm"),
   "norm_position": ("pre", "post"),
@@ -21,7 +21,8 @@ CHOICES = {
 POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_batch_size", "num_train_steps",
                  "max_target_length", "max_eval_target_length", "max_predict_length", "log_every_steps",
                  "eval_every_steps", "checkpoint_every_steps", "beam_size", "eval_batch_size",
-                 "grad_accum_steps")
+                 "grad_accum_steps", "vocab_sample_sentences")
+NON_NEGATIVE_INTS = ("data_shards", "data_workers")  # 0: the default (one shard per process; no workers)
 NON_NEGATIVE = ("warmup_steps", "num_encoder_layers", "num_decoder_layers", "weight_decay", "grad_clip_norm",
                 "num_kv_heads", "num_predict_sentences", "length_penalty_alpha")
 FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate")  # in [0, 1)
@@ -39,18 +40,20 @@ def validate(config):
   for field in POSITIVE_INTS:
     if field in config and not (isinstance(config[field], int) and config[field] > 0):
       _fail(field, config[field], "must be a positive integer.")
+  for field in NON_NEGATIVE_INTS:
+    if field in config and not (isinstance(config[field], int) and config[field] >= 0):
+      _fail(field, config[field], "must be a non-negative integer.")
   for field in NON_NEGATIVE:
     if field in config and config[field] < 0:
       _fail(field, config[field], "must not be negative.")
   for field in FRACTIONS:
     if field in config and not 0.0 <= config[field] < 1.0:
       _fail(field, config[field], "must be in [0, 1).")
-  task = task_data.task_of(config)
-  family = config.get("model_family", TASK_FAMILY[task])
-  if family != TASK_FAMILY[task]:
-    _fail("model_family", family, f"cannot be trained on config.task={task!r}; it needs {TASK_FAMILY[task]!r}.")
-  if task == "classification" and config.get("num_classes", 0) < 2:
-    _fail("num_classes", config.get("num_classes", 0), "must be at least 2 for config.task='classification'.")
+  task = tasks.get(config)
+  if config.get("model_family", task.family) != task.family:
+    _fail("model_family", config.model_family, f"cannot be trained on config.task={task.name!r}; it needs "
+          f"{task.family!r} (or leave model_family out: the task decides it).")
+  task.validate(config, _fail)
   if not config.learning_rate > 0:
     _fail("learning_rate", config.learning_rate, "must be positive (it is the peak of the schedule).")
   if config.emb_dim % config.num_heads:
@@ -71,5 +74,3 @@ def validate(config):
     _fail("grad_accum_steps", config.grad_accum_steps,
           f"must divide config.per_device_batch_size={config.per_device_batch_size} (each device splits its "
           "rows into that many microbatches).")
-  if task == "translation" and config.get("source_language") == config.get("target_language"):
-    _fail("target_language", config.target_language, "must differ from config.source_language.")

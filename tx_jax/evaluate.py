@@ -20,8 +20,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import configuration, errors, logging_utils, parallel
-from tx_jax.data import task_data
+from tx_jax import configuration, errors, logging_utils, parallel, tasks
 from tx_jax.training import checkpoint, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
@@ -39,39 +38,29 @@ def define_flags():
 def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0) -> dict:
   """Restores a checkpoint and reports the task's metrics on the whole `split` (see the module doc)."""
   configuration.validate(config)
-  task = task_data.task_of(config)
+  task = tasks.get(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh(config.mesh_shape)
-  data = task_data.load(config, splits=("train", split) if task != "translation" else (split,))
+  tokenizer = task.tokenizer(config)  # never trained here: a missing vocabulary is an error
   graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
   state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract_state, step)
   step = int(jax.device_get(state.step))
-  results = evaluation.loss_metrics(eval_fn, state.params, data.eval[split], config, mesh, prefix=split,
+  results = evaluation.loss_metrics(eval_fn, state.params, task, tokenizer, split, config, mesh, prefix=split,
                                     max_batches=-1)
-  summary = {"step": step, "split": split, "task": task, "metrics": results}
+  summary = {"step": step, "split": split, "task": task.name, "metrics": results}
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
-  if task == "lm":
-    results[f"{split}/bits_per_byte"] = evaluation.bits_per_byte(
-      results[f"{split}/nll"], data.eval[split], data.processor)
-    results[f"{split}/unigram_perplexity"] = evaluation.unigram_perplexity(
-      data.train, data.eval[split], config.vocab_size)
-  elif task == "mlm":
-    results[f"{split}/unigram_perplexity"] = evaluation.unigram_perplexity(
-      data.train, data.eval[split], config.vocab_size, maskable_only=True)
-    results[f"{split}/most_frequent_token_accuracy"] = evaluation.most_frequent_token_accuracy(
-      data.train, data.eval[split])
-  elif task == "classification":
-    results[f"{split}/majority_accuracy"] = evaluation.majority_accuracy(data.train.labels, data.eval[split].labels)
-  elif task == "translation":
-    pairs = data.pairs[split][:max_sentences] if max_sentences else data.pairs[split]
+  results.update(task.baselines(config, tokenizer, split, results))
+  if tasks.is_translation(config):
+    pairs = task.pairs(config, split, max_sentences)
     start = time.time()
-    scores, hypotheses = evaluation.translation_scores(graphdef, state.params, data.processor, pairs, config, mesh)
+    scores, hypotheses = evaluation.translation_scores(graphdef, state.params, tokenizer, pairs, config, mesh)
     results.update({f"{split}/bleu": scores["bleu"].score, f"{split}/chrf": scores["chrf"].score,
                     f"{split}/sentences": len(pairs), f"{split}/decode_seconds": time.time() - start})
     translations = os.path.join(out_dir, f"{split}_step{step}.{config.target_language}")
-    with open(translations, "w", encoding="utf-8") as f:
-      f.writelines(h + "\n" for h in hypotheses)
+    if jax.process_index() == 0:
+      with open(translations, "w", encoding="utf-8") as f:
+        f.writelines(h + "\n" for h in hypotheses)
     summary.update({"bleu": scores["bleu"].score, "bleu_signature": scores["bleu_signature"],
                     "bleu_details": str(scores["bleu"]), "chrf": scores["chrf"].score,
                     "chrf_signature": scores["chrf_signature"], "translations": translations})
@@ -89,20 +78,7 @@ def report(s: dict) -> str:
   """The human-readable lines `python -m tx_jax.evaluate` prints for a summary."""
   m, p = s["metrics"], s["split"] + "/"
   lines = [f"step {s['step']} {s['split']} ({s['task']}): loss {m[p + 'loss']:.4f}  accuracy {m[p + 'accuracy']:.4f}"]
-  if s["task"] == "translation":
-    lines += [f"SacreBLEU {s['bleu']:.2f}  ({s['bleu_details']})", f"signature: {s['bleu_signature']}",
-              f"chrF {s['chrf']:.2f}  signature: {s['chrf_signature']}", f"translations: {s['translations']}"]
-  elif s["task"] == "lm":
-    lines += [f"perplexity {m[p + 'perplexity']:.2f}  bits per byte {m[p + 'bits_per_byte']:.4f}",
-              f"unigram perplexity of the same tokens (baseline): {m[p + 'unigram_perplexity']:.2f}"]
-  elif s["task"] == "mlm":
-    lines += [f"masked-token accuracy {m[p + 'accuracy']:.4f}  masked-token perplexity {m[p + 'perplexity']:.2f}",
-              f"baselines: always the most frequent token {m[p + 'most_frequent_token_accuracy']:.4f}, "
-              f"unigram perplexity {m[p + 'unigram_perplexity']:.2f}"]
-  else:
-    lines += [f"accuracy {m[p + 'accuracy']:.4f}  macro-F1 {m[p + 'macro_f1']:.4f}",
-              f"majority-class accuracy (baseline): {m[p + 'majority_accuracy']:.4f}"]
-  return "\n".join(lines)
+  return "\n".join(lines + tasks.get(s["task"]).report(s))
 
 
 def main(argv):

@@ -12,8 +12,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from tx_jax import decode, errors, logging_utils
-from tx_jax.data import task_data
+from tx_jax import decode, errors, logging_utils, tasks
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.training import experiment
 
@@ -56,7 +55,7 @@ def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, tem
              top_p=1.0, seed=0, step=None):
   """Continuations (strings) of `prompt` from the LM in `workdir`."""
   config, graphdef, params, processor = experiment.restore_for_inference(workdir, step)
-  if task_data.task_of(config) != "lm":
+  if not tasks.is_language_model(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
                              "tx_jax.generate needs a language model (task=lm).")
   ids = [tokenizer_lib.BOS_ID] + processor.encode(prompt)

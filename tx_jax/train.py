@@ -13,9 +13,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import configuration, errors, logging_utils, parallel, visualize
+from tx_jax import configuration, errors, logging_utils, parallel, tasks, visualize
 from tx_jax.data import pipeline
-from tx_jax.data import task_data
+from tx_jax.data import sources
 from tx_jax.models import registry
 from tx_jax.training import checkpoint, evaluation, experiment, init_from, metrics, perf
 
@@ -41,18 +41,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(config.mesh_shape)
   global_rows = config.per_device_batch_size * jax.device_count()
-  data = task_data.load(config, splits=("train", "validation"))
-  train_iter = task_data.train_batches(config, data, global_rows=global_rows, process_index=jax.process_index(),
-                                       process_count=jax.process_count())
-  logging.info("Training data: %d examples, %d batches of %d x %d tokens per epoch",
-               len(data.train), train_iter.batches_per_epoch(), global_rows, config.max_target_length)
+  task = tasks.get(config)
+  tokenizer = task.tokenizer(config, train=True)
+  manager = checkpoint.make_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  latest = manager.latest_step()
+  data_state = checkpoint.data_state(manager, latest) if latest is not None else None
+  train_iter = task.train_batches(  # a resumed run keeps the logical data shards it started with
+    config, tokenizer, global_rows=global_rows, process_index=jax.process_index(),
+    process_count=jax.process_count(), data_shards=data_state and int(data_state["data_shards"]))
+  stats = write_data_stats(config, task, workdir)
+  logging.info("Training data: %d records in %d data shard(s), batches of %d x %d tokens",
+               stats["train"]["records"], train_iter.data_shards, global_rows, config.max_target_length)
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
-  manager = checkpoint.make_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
-  if manager.latest_step() is not None:
-    state, data_state = checkpoint.restore(manager, state)
-    train_iter.set_state(data_state)
+  if latest is not None:
+    state, _ = checkpoint.restore(manager, state, latest)
+    if data_state is not None:
+      train_iter.set_state(data_state)
   elif config.get("init_from"):
     state = state.replace(params=init_from.load_matching_params(config.init_from, state.params))
   first_step = int(jax.device_get(state.step))
@@ -68,9 +74,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   perf.log_peak(peak_flops, peak_source)
   sums, tokens, flops, window_start, compile_seconds, summary = {}, 0, 0.0, time.time(), None, {}
   train_start, train_start_step = time.time(), first_step
+  data_wait, step_times = 0.0, []  # host time waiting for batches; wall time of each step in the window
+  batch_log = open(os.path.join(workdir, f"batches_process{jax.process_index()}.jsonl"), "a", buffering=1) \
+    if config.get("log_batches", False) else None
   try:
     for step in range(first_step + 1, config.num_train_steps + 1):
+      step_start = time.time()
       local = next(train_iter)
+      data_wait += time.time() - step_start
+      if batch_log:  # what this process fed each step, to compare runs token for token
+        batch_log.write(json.dumps({"step": step, "sha1": pipeline.fingerprint(local)}) + "\n")
       tokens += pipeline.count_tokens(local) * jax.process_count()
       flops += perf.train_flops(config, local) * jax.process_count()  # processes read equal shares
       t = time.time()
@@ -85,6 +98,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         step_sums = jax.device_get(step_sums)
         sums = {k: sums.get(k, 0.0) + np.asarray(v, np.float64) for k, v in step_sums.items()}
         sums["learning_rate"] = float(step_sums["learning_rate"])
+        step_times.append(time.time() - step_start)
       if sums and (step % config.log_every_steps == 0 or step == config.num_train_steps):
         elapsed = time.time() - window_start
         summary = metrics.summarize(sums, "train")
@@ -92,40 +106,60 @@ def train_and_evaluate(config, workdir: str) -> dict:
         summary["perf/steps_per_sec"] = sums["steps"] / elapsed
         summary["perf/step_seconds"] = elapsed / sums["steps"]
         summary["perf/tokens_per_sec_per_device"] = tokens / elapsed / jax.device_count()
+        summary["perf/data_wait_seconds"] = data_wait / sums["steps"]  # per step: the host's share of a step
+        summary["perf/max_step_seconds"] = max(step_times)
         if peak_flops:  # model FLOP/s over the peak of all devices
           summary["perf/mfu"] = flops / elapsed / (peak_flops * jax.device_count())
         writer.scalars(step, summary)
         rate = (step - train_start_step) / max(time.time() - train_start, 1e-9)
         eta = (config.num_train_steps - step) / max(rate, 1e-9)
-        logging.info("step %d: loss %.4f  accuracy %.3f  lr %.2e  grad_norm %.2f  %.0f tokens/s  ETA %dm%02ds",
-                     step, summary["train/loss"], summary["train/accuracy"], summary["train/learning_rate"],
-                     summary["train/grad_norm"], summary["perf/tokens_per_sec"], eta // 60, eta % 60)
-        sums, tokens, flops, window_start = {}, 0, 0.0, time.time()
+        logging.info("step %d: loss %.4f  accuracy %.3f  lr %.2e  grad_norm %.2f  %.0f tokens/s  data wait %.1f ms/step"
+                     "  step median %.1f ms, max %.1f ms  ETA %dm%02ds", step, summary["train/loss"],
+                     summary["train/accuracy"], summary["train/learning_rate"], summary["train/grad_norm"],
+                     summary["perf/tokens_per_sec"], 1e3 * summary["perf/data_wait_seconds"],
+                     1e3 * float(np.median(step_times)), 1e3 * max(step_times), eta // 60, eta % 60)
+        sums, tokens, flops, window_start, data_wait, step_times = {}, 0, 0.0, time.time(), 0.0, []
       if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-        eval_summary = evaluation.loss_metrics(eval_fn, state.params, data.eval["validation"], config, mesh)
-        pairs = data.pairs["validation"][:config.num_predict_sentences]
-        if pairs and task_data.task_of(config) == "translation":
-          scores, hyps = evaluation.translation_scores(graphdef, state.params, data.processor, pairs, config, mesh)
+        eval_summary = evaluation.loss_metrics(eval_fn, state.params, task, tokenizer, "validation", config, mesh)
+        pairs = task.pairs(config, "validation", config.num_predict_sentences) if tasks.is_translation(config) else []
+        if pairs:
+          scores, hyps = evaluation.translation_scores(graphdef, state.params, tokenizer, pairs, config, mesh)
           eval_summary["eval/bleu"], eval_summary["eval/chrf"] = scores["bleu"].score, scores["chrf"].score
           writer.text(step, "eval/translations", "\n\n".join(
             f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
         if config.get("attention_images", False):  # the first validation text's attention, as a picture
-          first = data.pairs["validation"][0]  # (source, target), ("", text) or (text, label)
+          first = task.records(config, "validation")[0]
           writer.image(step, "eval/attention", visualize.attention_image(
-            graphdef, state.params, config, data.processor, first[0] or first[1]))
+            graphdef, state.params, config, tokenizer, first.get("source", first.get("text"))))
         writer.scalars(step, eval_summary)
         writer.flush()
         logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})
         summary.update(eval_summary)
         window_start = time.time()  # evaluation time is not training throughput
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-        checkpoint.save(manager, step, state, train_iter.get_state())
+        checkpoint.save(manager, step, state, train_iter)
+        window_start = time.time()  # nor is saving
   finally:
     manager.wait_until_finished()
     writer.close()
+    if batch_log:
+      batch_log.close()
   logging.info("Done. TensorBoard logs: %s  checkpoints: %s", os.path.join(workdir, "tensorboard"),
                manager.directory)
   return summary
+
+
+def write_data_stats(config, task, workdir: str) -> dict:
+  """Writes WORKDIR/data_stats.json (records and skipped lines per split, by reason) and logs the skips."""
+  reader = sources.reader(config)
+  stats = {split: reader.stats(config, task.records_kind, split) for split in ("train", "validation")}
+  for split, s in stats.items():
+    if any(s["skipped"].values()):
+      logging.warning("%s: skipped %s lines (by reason) of %s", split, s["skipped"], config.dataset)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "data_stats.json"), "w") as f:
+      json.dump(stats, f, indent=1)
+  return stats
 
 
 def main(argv):

@@ -7,8 +7,7 @@ import sys
 
 from absl import app, flags
 
-from tx_jax import decode, errors, logging_utils
-from tx_jax.data import task_data
+from tx_jax import decode, errors, logging_utils, tasks
 from tx_jax.training import experiment
 
 FLAGS = flags.FLAGS
@@ -25,7 +24,7 @@ def define_flags():
 def translate_lines(workdir: str, lines, *, step=None, beam_size=None, batch_size: int = 64):
   """Translations of `lines` (a list of strings) by the checkpoint in `workdir`."""
   config, graphdef, params, processor = experiment.restore_for_inference(workdir, step)
-  if task_data.task_of(config) != "translation":
+  if not tasks.is_translation(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.task!r} model; tx_jax.translate needs a "
                              "translation model (use tx_jax.generate for language models).")
   out = [""] * len(lines)

@@ -12,7 +12,7 @@ from absl import app, flags
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tx_jax import attention_maps, errors, logging_utils
+from tx_jax import attention_maps, errors, logging_utils, tasks
 from tx_jax.training import experiment
 
 FLAGS = flags.FLAGS
@@ -105,7 +105,7 @@ def render(workdir: str, text: str, out: str, *, step=None, target=None, kind=No
   kind = kind or default_kind(config)
   if kind not in kinds + ("all",):
     raise errors.UserError(f"--kind={kind} is not one of {kinds + ('all',)} (the kinds of a "
-                           f"config.model_family={config.get('model_family', 'encoder_decoder')!r} model).")
+                           f"{tasks.get(config).family} model).")
   config, graphdef, params, processor = experiment.restore_for_inference(workdir, step)
   maps = attention_maps.attention_weights(graphdef, params, config, processor, text, target)
   root, ext = os.path.splitext(out)

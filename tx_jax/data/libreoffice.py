@@ -237,6 +237,14 @@ def split_pages(pairs_by_page: dict[str, list[Pair]],
 # ----------------------------------------------------------------------------- entry point
 
 
+def aligned_dir(cache_dir: str, language: str = "de", extracted_dir: str | None = None) -> str:
+  """The directory of the cached {train,validation,test}.{en,<language>} files, building it on first use."""
+  directory = os.path.join(cache_dir, "libreoffice_help", language)
+  if not os.path.isdir(directory):
+    load_libreoffice_help(cache_dir, language, extracted_dir=extracted_dir)
+  return directory
+
+
 def load_libreoffice_help(cache_dir: str,
                           language: str = "de",
                           split_percent: Sequence[int] = (94, 3, 3),

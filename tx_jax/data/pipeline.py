@@ -1,93 +1,35 @@
-"""Token-id pipeline: encode, filter by length, pack into fixed rows, batch and split by process.
+"""Grain input pipelines: this process's shards of a split, tokenized, filtered, packed, batched, prefetched.
 
-Written by hand (not Grain/tf.data) because the whole offline corpus fits in memory and a
-numpy first-fit packer with an (epoch, batch) position is short, deterministic, needs no
-TensorFlow and is trivially resumable from a checkpoint.
+Grain (not tf.data) because it reads random-access sources (ArrayRecord, tfds.data_source)
+without TensorFlow, shuffles by index permutation, runs the host work in worker processes
+and checkpoints its iterator state.
+
+Training batches come from `data_shards` logical shards of the training split (by default
+one per process, fixed for the life of a run): shard s holds records s, s + S, s + 2S, ...,
+shuffled by a seeded per-epoch index permutation, repeated forever, tokenized, filtered by
+length and packed with Grain's first-fit packer. A global batch is the shards' batches side
+by side (global_rows / S rows each); a process reads only its own shards, so the data a run
+sees depends on the seed and S, never on the number of processes or devices.
 """
 
-import dataclasses
+import functools
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
 
+import grain
 import numpy as np
-from absl import logging
+from absl import flags
 
+from tx_jax import errors
 from tx_jax.data import tokenizer as tokenizer_lib
 
+PACKING_BINS = 64  # rows packed at once; Grain emits them together (as dense as the old packer at 64)
 BATCH_KEYS = ("inputs", "inputs_segment_ids", "inputs_positions",
               "decoder_inputs", "targets", "targets_segment_ids", "targets_positions")
-
-
-@dataclasses.dataclass
-class Examples:
-  """Tokenized pairs: each source/target an int32 array ending in EOS."""
-
-  sources: list
-  targets: list
-
-  def __len__(self):
-    return len(self.sources)
-
-
-def encode_pairs(processor, pairs, max_length: int | None = None, name: str = "") -> Examples:
-  """Tokenizes (source, target) pairs; with `max_length`, drops pairs longer than it (EOS included).
-
-  An empty source stays empty, so language-modelling data is pairs ("", text).
-  """
-  src = processor.encode([p[0] for p in pairs])
-  tgt = processor.encode([p[1] for p in pairs])
-  out = Examples([], [])
-  dropped = 0
-  for s, t in zip(src, tgt):
-    if max_length is not None and (len(s) + 1 > max_length or len(t) + 1 > max_length):
-      dropped += 1
-      continue
-    out.sources.append(np.asarray(s + [tokenizer_lib.EOS_ID] if s else [], np.int32))  # LM: no source
-    out.targets.append(np.asarray(t + [tokenizer_lib.EOS_ID], np.int32))
-  if dropped:
-    logging.info("%s: dropped %d of %d pairs longer than %d tokens", name, dropped, len(pairs), max_length)
-  return out
-
-
-def pack(examples: Examples, order, row_length: int, open_rows: int = 64):
-  """First-fit packing of examples (in `order`) into rows; returns a list of lists of example ids.
-
-  A row holds examples whose sources and targets each fit in `row_length` tokens. At most
-  `open_rows` rows stay open; the oldest is closed when another must be opened.
-  """
-  rows, space = [], []  # space: remaining (source, target) room of each open row
-  done = []
-  for i in order:
-    ls, lt = len(examples.sources[i]), len(examples.targets[i])
-    for r, (fs, ft) in enumerate(space):
-      if ls <= fs and lt <= ft:
-        rows[r].append(i)
-        space[r] = (fs - ls, ft - lt)
-        break
-    else:
-      if len(rows) == open_rows:
-        done.append(rows.pop(0))
-        space.pop(0)
-      rows.append([i])
-      space.append((row_length - ls, row_length - lt))
-  return done + rows
-
-
-def rows_to_batch(examples: Examples, rows, row_length: int) -> dict:
-  """Packed rows -> dict of int32 [len(rows), row_length] arrays (see BATCH_KEYS); 0 is padding."""
-  batch = {k: np.zeros((len(rows), row_length), np.int32) for k in BATCH_KEYS}
-  for r, ids in enumerate(rows):
-    ps = pt = 0
-    for seg, i in enumerate(ids, start=1):
-      s, t = examples.sources[i], examples.targets[i]
-      batch["inputs"][r, ps:ps + len(s)] = s
-      batch["inputs_segment_ids"][r, ps:ps + len(s)] = seg
-      batch["inputs_positions"][r, ps:ps + len(s)] = np.arange(len(s))
-      batch["targets"][r, pt:pt + len(t)] = t
-      batch["decoder_inputs"][r, pt] = tokenizer_lib.BOS_ID
-      batch["decoder_inputs"][r, pt + 1:pt + len(t)] = t[:-1]
-      batch["targets_segment_ids"][r, pt:pt + len(t)] = seg
-      batch["targets_positions"][r, pt:pt + len(t)] = np.arange(len(t))
-      ps, pt = ps + len(s), pt + len(t)
-  return batch
 
 
 def count_tokens(batch: dict) -> int:
@@ -95,87 +37,177 @@ def count_tokens(batch: dict) -> int:
   return int(sum((batch[k] != 0).sum() for k in ("inputs", "targets") if k in batch))
 
 
-class TrainBatches:
-  """Endless, shuffled, packed training batches with a resumable position (epoch, batch index).
+def fingerprint(batch: dict) -> str:
+  """SHA-1 of a batch's arrays (keys sorted): equal fingerprints mean the same token ids."""
+  h = hashlib.sha1()
+  for k in sorted(batch):
+    h.update(k.encode())
+    h.update(np.ascontiguousarray(batch[k]).tobytes())
+  return h.hexdigest()
 
-  Subclasses change what a row is (`_rows_of_epoch`) and how rows become a batch (`_batch`).
 
-  Each call returns this process's share of the next global batch: rows
-  [process_index * local_rows, (process_index + 1) * local_rows).
+def with_decoder_inputs(row: dict) -> dict:
+  """A packed row plus decoder_inputs: each segment's targets shifted right behind BOS (0 = padding)."""
+  targets, positions, segments = row["targets"], row["targets_positions"], row["targets_segment_ids"]
+  shifted = np.concatenate([np.zeros_like(targets[:1]), targets[:-1]])
+  decoder_inputs = np.where(positions == 0, tokenizer_lib.BOS_ID, shifted) * (segments > 0)
+  return dict(row, decoder_inputs=decoder_inputs.astype(np.int32))
+
+
+def packed(ds: grain.IterDataset, lengths: dict, *, seed: int, shuffle_bins: bool) -> grain.IterDataset:
+  """First-fit packs examples {feature: int32 [len]} into rows of `lengths`, with segment ids and positions.
+
+  Grain's packer gives every feature f its f_segment_ids (1, 2, ... per example; 0 = padding) and
+  f_positions (0.. within each example); an example's features all go into the same row.
   """
+  ds = grain.experimental.FirstFitPackIterDataset(ds, length_struct=lengths, num_packing_bins=PACKING_BINS,
+                                                  seed=seed, shuffle_bins=shuffle_bins)
+  return ds.map(with_decoder_inputs) if "targets" in lengths else ds
 
-  def __init__(self, examples: Examples, *, global_rows: int, row_length: int, seed: int,
-               process_index: int = 0, process_count: int = 1):
-    self.examples = examples
-    self.global_rows = global_rows
-    self.row_length = row_length
-    self.seed = seed
-    self.local_rows = global_rows // process_count
-    self.process_index = process_index
-    self.epoch, self.index = 0, 0
-    self._epoch_rows = None
 
-  def _rows_of_epoch(self, epoch):
-    order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-    rows = pack(self.examples, order, self.row_length)
-    np.random.default_rng([self.seed, epoch, 1]).shuffle(rows)  # mix the packer's length order
-    return rows
+def padded(example: dict, length: int) -> dict:
+  """A one-example row: its "inputs" zero-padded to `length`, other features as they are."""
+  inputs = np.zeros((length,), np.int32)
+  inputs[:len(example["inputs"])] = example["inputs"]
+  return dict(example, inputs=inputs)
 
-  def batches_per_epoch(self) -> int:
-    """Number of full global batches in the current epoch."""
-    if self._epoch_rows is None:
-      self._epoch_rows = self._rows_of_epoch(self.epoch)
-    return len(self._epoch_rows) // self.global_rows
 
-  def get_state(self) -> dict:
-    """Position of the next batch, to store with a checkpoint."""
-    return {"epoch": self.epoch, "index": self.index}
+def shard_ids(data_shards: int, process_index: int, process_count: int) -> range:
+  """The logical shards process `process_index` of `process_count` reads (a contiguous run of them)."""
+  if data_shards % process_count:
+    raise errors.ConfigError(f"config.data_shards={data_shards} must be a multiple of the {process_count} "
+                             "processes (each process reads the same number of shards).")
+  per = data_shards // process_count
+  return range(process_index * per, (process_index + 1) * per)
 
-  def set_state(self, state: dict):
-    """Continues from a position returned by `get_state`."""
-    if int(state["epoch"]) != self.epoch:  # the packing of another epoch is made anew
-      self._epoch_rows = None
-    self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+class ShardedBatches:
+  """This process's batches: the batches of its shards' iterators side by side, with a checkpointable state."""
+
+  def __init__(self, make_shard, shards: range, data_shards: int):
+    self.shards, self.data_shards = shards, data_shards
+    self.datasets = {s: make_shard(s) for s in shards}
+    self.iterators = {s: iter(ds) for s, ds in self.datasets.items()}
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
-    while self.index >= self.batches_per_epoch():
-      self.epoch, self.index, self._epoch_rows = self.epoch + 1, 0, None
-    start = self.index * self.global_rows + self.process_index * self.local_rows
-    self.index += 1
-    return self._batch(self._epoch_rows[start:start + self.local_rows])
+    parts = [next(self.iterators[s]) for s in self.shards]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-  def _batch(self, rows) -> dict:
-    """This process's batch from its rows of the epoch."""
-    return rows_to_batch(self.examples, rows, self.row_length)
+  def get_state(self) -> dict:
+    """{"data_shards": S, "shards": {shard id: Grain iterator state}} of this process's shards."""
+    return {"data_shards": self.data_shards, "shards": {str(s): self.iterators[s].get_state() for s in self.shards}}
+
+  def set_state(self, state: dict):
+    """Continues from `get_state()` output; `state["shards"]` may hold other processes' shards too."""
+    if int(state["data_shards"]) != self.data_shards:
+      raise errors.CheckpointError(
+        f"The checkpoint's data position is for config.data_shards={state['data_shards']}, this run reads "
+        f"{self.data_shards}; set --config.data_shards={state['data_shards']} (any process count dividing it).")
+    for s in self.shards:
+      if str(s) not in state["shards"]:
+        raise errors.CheckpointError(f"The checkpoint holds no data position of shard {s}.")
+      self.iterators[s].set_state(state["shards"][str(s)])
+
+  def state_bytes(self) -> bytes:
+    """get_state() as JSON bytes (Grain's Orbax handler stores bytes states as they are)."""
+    return json.dumps(self.get_state()).encode()
 
 
-def eval_slices(num_rows: int, *, global_rows: int, process_index: int = 0, process_count: int = 1,
-                max_batches: int | None = None):
-  """(start, stop) of this process's rows in each global batch over `num_rows` rows, in order.
+def train_batches(records: grain.MapDataset, *, features, rows, global_rows: int, seed: int, data_shards: int,
+                  process_index: int = 0, process_count: int = 1, workers: int = 0) -> ShardedBatches:
+  """Endless shuffled training batches of this process (see the module doc).
 
-  The last batch may reach past `num_rows`; callers fill it so every device gets rows.
-  `max_batches` > 0 stops early.
+  `features(record) -> {feature: int32 array} | None` tokenizes one record (None drops it);
+  `rows(IterDataset, seed) -> IterDataset` makes fixed-size rows of examples (pack or pad).
+  With `workers` > 0 each shard's host work runs in that many Grain worker processes.
   """
-  local_rows = global_rows // process_count
-  num = -(-num_rows // global_rows)
-  if max_batches is not None and max_batches > 0:
-    num = min(num, max_batches)
-  for b in range(num):
-    start = b * global_rows + process_index * local_rows
-    yield start, start + local_rows
+  if global_rows % data_shards:
+    raise errors.ConfigError(f"config.data_shards={data_shards} must divide the {global_rows} rows of a global "
+                             "batch (per_device_batch_size x devices).")
+  if len(records) == 0:
+    raise errors.DataError("The training split has no records; check the corpus and config.dataset.")
+
+  def make_shard(s):
+    shard_seed = int(np.random.SeedSequence([seed, s]).generate_state(1)[0])
+    ds = records[s::data_shards].shuffle(seed=shard_seed).repeat()  # a new permutation every epoch
+    ds = ds.map(features).filter(_kept).to_iter_dataset()
+    ds = rows(ds, shard_seed).batch(global_rows // data_shards, drop_remainder=True)
+    if workers:
+      if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; a library caller has parsed none
+        flags.FLAGS.mark_as_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=4),
+                          worker_init_fn=_worker_init)
+    return ds
+
+  return ShardedBatches(make_shard, shard_ids(data_shards, process_index, process_count), data_shards)
 
 
-def eval_batches(examples: Examples, *, global_rows: int, row_length: int,
-                 process_index: int = 0, process_count: int = 1, max_batches: int | None = None):
-  """Packed batches over a whole eval split, in order, the last padded with empty rows."""
-  rows = pack(examples, range(len(examples)), row_length)
-  for start, stop in eval_slices(len(rows), global_rows=global_rows, process_index=process_index,
-                                 process_count=process_count, max_batches=max_batches):
-    chunk = rows[start:stop]
-    yield rows_to_batch(examples, chunk + [[]] * (stop - start - len(chunk)), row_length)  # every device gets rows
+def _worker_init(worker_index: int, worker_count: int):
+  """In a Grain worker: leave Ctrl-C to the trainer (it stops the workers), and exit when the trainer is gone.
+
+  Grain has no parent-death check: a trainer killed with SIGKILL would leave its workers looping.
+  """
+  del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(0)  # pylint: disable=protected-access
+  threading.Thread(target=watch, daemon=True).start()
+
+
+def _kept(example) -> bool:
+  return example is not None
+
+
+def eval_batches(records: grain.MapDataset, *, features, rows, empty_row: dict, local_rows: int,
+                 data_shards: int, process_index: int = 0, process_count: int = 1, max_batches: int | None = None):
+  """This process's batches over a whole split, in order; every example once, filler rows after the end.
+
+  Logical shard s of S is the s-th contiguous part of the split; a process reads its shards
+  side by side as in training, so what is evaluated depends on S, not on the process count.
+  Yields (batch, done) where done says this process has no example left; the caller stops when
+  every process is done (or after `max_batches` > 0 batches).
+  """
+  shards = shard_ids(data_shards, process_index, process_count)
+  n, per_shard = len(records), local_rows // len(shards)
+  iterators = []
+  for s in shards:
+    part = records[n * s // data_shards:n * (s + 1) // data_shards].map(features).filter(_kept)
+    iterators.append(iter(rows(part.to_iter_dataset(), 0).batch(per_shard, drop_remainder=False)))
+  count = 0
+  while max_batches is None or max_batches <= 0 or count < max_batches:
+    parts, done = [], True
+    for it in iterators:
+      part = next(it, None)
+      done &= part is None
+      parts.append(_fill(part, empty_row, per_shard))
+    yield {k: np.concatenate([p[k] for p in parts]) for k in empty_row}, done
+    count += 1
+
+
+def _fill(batch: dict | None, empty_row: dict, num_rows: int) -> dict:
+  """`batch` ([r <= num_rows, ...] arrays, or None) completed with `empty_row`s to num_rows rows."""
+  have = 0 if batch is None else len(next(iter(batch.values())))
+  out = {}
+  for k, filler in empty_row.items():
+    rows = np.broadcast_to(filler, (num_rows - have, *np.shape(filler))).astype(np.asarray(filler).dtype)
+    out[k] = rows if batch is None else np.concatenate([batch[k].astype(rows.dtype), rows])
+  return out
+
+
+def empty_packed_row(lengths: dict) -> dict:
+  """An all-padding packed row with every key a packed batch of `lengths` has."""
+  keys = [k for f in lengths for k in (f, f"{f}_segment_ids", f"{f}_positions")]
+  if "targets" in lengths:
+    keys.append("decoder_inputs")
+  return {k: np.zeros((lengths[k.split("_")[0]] if k != "decoder_inputs" else lengths["targets"],), np.int32)
+          for k in keys}
 
 
 def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
@@ -198,3 +230,15 @@ def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 12
       ids[r] = i
     lo = process_index * local_rows
     yield ids[lo:lo + local_rows], inputs[lo:lo + local_rows]
+
+
+# Rows of a task: functools.partial(pack_rows, lengths=...) or functools.partial(pad_rows, length=...).
+def pack_rows(ds: grain.IterDataset, seed: int, *, lengths: dict, shuffle_bins: bool = True) -> grain.IterDataset:
+  """Packed rows of `lengths` (see `packed`); evaluation keeps the packer's order (shuffle_bins=False)."""
+  return packed(ds, lengths, seed=seed, shuffle_bins=shuffle_bins)
+
+
+def pad_rows(ds: grain.IterDataset, seed: int, *, length: int) -> grain.IterDataset:
+  """One example per row, "inputs" padded to `length`."""
+  del seed
+  return ds.map(functools.partial(padded, length=length))

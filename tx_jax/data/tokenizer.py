@@ -1,8 +1,9 @@
-"""A shared SentencePiece vocabulary, trained once on the training split and cached on disk."""
+"""A shared SentencePiece vocabulary, trained once on a sample of the training split and cached on disk."""
 
 import os
 import tempfile
 
+import numpy as np
 import sentencepiece as spm
 from absl import logging
 
@@ -13,13 +14,15 @@ MASK_ID = 4  # [MASK], a user-defined piece of encoder (mlm/classification) voca
 FIRST_ORDINARY_ID = 5  # in encoder vocabularies, the first id of a real piece
 
 
-def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False, max_sentences: int = 2_000_000) -> spm.SentencePieceProcessor:
+def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False,
+                  max_sentences: int = 2_000_000) -> spm.SentencePieceProcessor:
   """Loads the SentencePiece model at `path`, training it on `texts` first if it is not there.
 
+  `texts` is an iterable (or a callable returning one, called only when training is needed).
   `with_mask` reserves id MASK_ID for the [MASK] piece of masked-LM pretraining.
   """
   if not os.path.exists(path):
-    texts = [t for t in texts if t]
+    texts = [t for t in (texts() if callable(texts) else texts) if t]
     logging.info("Training a %d-piece SentencePiece vocabulary on %d sentences -> %s",
                  vocab_size, len(texts), path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -42,6 +45,43 @@ def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False,
     raise errors.DataError(f"The SentencePiece model {path} has no [MASK] piece at id {MASK_ID} (it was trained for "
                            "another task); delete it or set config.vocab_path to a new file.")
   return processor
+
+
+class Tokenizer:
+  """A SentencePiece vocabulary named by its path, loaded on first use.
+
+  It pickles as its path, so data pipelines carry it into Grain worker processes; attribute
+  look-ups go to the loaded spm.SentencePieceProcessor (encode, decode, id_to_piece, ...).
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._processor = None
+
+  @property
+  def processor(self) -> spm.SentencePieceProcessor:
+    """The loaded SentencePiece model."""
+    if self._processor is None:
+      self._processor = load(self.path)
+    return self._processor
+
+  def __getattr__(self, name):
+    if name.startswith("__"):
+      raise AttributeError(name)
+    return getattr(self.processor, name)
+
+  def __getstate__(self):
+    return {"path": self.path}
+
+  def __setstate__(self, state):
+    self.path, self._processor = state["path"], None
+
+
+def sample_indices(num_records: int, max_records: int, seed: int = 0) -> np.ndarray:
+  """A sorted uniform sample of at most `max_records` of range(num_records), without replacement."""
+  if num_records <= max_records:
+    return np.arange(num_records)
+  return np.sort(np.random.default_rng(seed).choice(num_records, max_records, replace=False))
 
 
 def maskable(tokens):

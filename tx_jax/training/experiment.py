@@ -5,9 +5,7 @@ import os
 
 import ml_collections
 
-from tx_jax import errors, parallel
-from tx_jax.data import tokenizer as tokenizer_lib
-from tx_jax.data import task_data
+from tx_jax import errors, parallel, tasks
 from tx_jax.models import registry
 from tx_jax.training import checkpoint
 from tx_jax.training import pmap_step
@@ -25,7 +23,7 @@ def build(config, mesh, abstract_only=False):
   tx = schedules.make_optimizer(config, schedule)
   graphdef, state, shardings = step_lib.create_train_state(
     lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only)
-  step_args = dict(task=task_data.task_of(config), label_smoothing=config.label_smoothing,
+  step_args = dict(task=tasks.get(config), label_smoothing=config.label_smoothing,
                    mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1))
   if config.get("parallelism", "jit") == "pmap":  # replicated state: the same pytree and checkpoints as jit's
     train_fn, eval_fn = pmap_step.compile_pmap_steps(graphdef, tx, schedule, mesh, **step_args)
@@ -50,5 +48,4 @@ def restore_for_inference(workdir: str, step: int | None = None):
   mesh = parallel.make_mesh((-1, 1, 1))
   graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
   state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
-  processor = tokenizer_lib.load(task_data.vocab_path(config))
-  return config, graphdef, state.params, processor
+  return config, graphdef, state.params, tasks.get(config).tokenizer(config)

@@ -11,12 +11,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
-from tx_jax.data import task_data
+from tx_jax import tasks
 from tx_jax.models import config as config_lib
-from tx_jax.training.tasks import TASK_FAMILY
 
 # Dense bf16 peak FLOP/s per JAX device (one chip; v4 and v5p expose a chip's two TensorCores as
 # one "megacore" device), from the vendors' spec sheets. Keys are jax.Device.device_kind.
@@ -68,39 +66,14 @@ def peak_flops_per_device(device=None) -> tuple[float | None, str]:
   return measured_matmul_peak() / cpus, f"measured float32 matmul / {cpus} CPU device(s)"
 
 
-def _nonzero(x) -> int:
-  return int(np.count_nonzero(np.asarray(x)))
-
-
 def train_flops(config, batch: dict) -> float:
   """Training FLOPs (forward + backward = 3 x forward) of one batch, counting matmuls only.
 
   Per non-padding token: 2 x the weights it meets in projections, 2 x 2 x row_length x
   (heads x head_dim) for attention scores and mixing (packed rows: masked-out work counted), and
-  2 x d x vocab for the output projection where the task has one. `batch` holds numpy arrays
-  [rows, len] (tx_jax.data.pipeline.BATCH_KEYS, or a classification batch with "inputs").
+  2 x d x vocab for the output projection where the task has one (each task's forward_flops).
   """
-  cfg = config_lib.ModelConfig.from_config(config)
-  task = task_data.task_of(config)
-  family = config.get("model_family", TASK_FAMILY[task])
-  d, q, kv = cfg.emb_dim, cfg.num_heads * cfg.qkv_head_dim, cfg.kv_heads * cfg.qkv_head_dim
-  ffn = (3 if cfg.activation == "swiglu" else 2) * d * cfg.mlp_dim
-  self_attention = 2 * d * q + 2 * d * kv  # query and output, key and value projections
-  key = "targets" if "targets" in batch else "inputs"
-  n = batch[key].shape[1]  # row length: each query token attends over n keys
-  scores = 2 * n * q  # QK^T and weights x V, per query token
-  if family == "encoder_decoder":
-    source, target = _nonzero(batch["inputs"]), _nonzero(batch["targets"])
-    n_source = batch["inputs"].shape[1]
-    per_source = cfg.num_encoder_layers * (self_attention + ffn + scores) + cfg.num_decoder_layers * 2 * d * kv
-    per_target = cfg.num_decoder_layers * (self_attention + 2 * d * q + ffn + scores + 2 * n_source * q)
-    forward = per_source * source + (per_target + d * cfg.vocab_size) * target
-  elif family == "decoder_only":
-    forward = (cfg.num_decoder_layers * (self_attention + ffn + scores) + d * cfg.vocab_size) * _nonzero(batch[key])
-  else:  # encoder_only: masked-LM logits over the vocabulary, or a tiny classification head
-    head = d * cfg.vocab_size if task == "mlm" else 0
-    forward = (cfg.num_encoder_layers * (self_attention + ffn + scores) + head) * _nonzero(batch[key])
-  return 3 * 2 * float(forward)  # 2 FLOPs per multiply-add; backward = 2 x forward
+  return 3 * 2 * tasks.get(config).forward_flops(config_lib.ModelConfig.from_config(config), batch)
 
 
 def residual_bytes(fn, *args) -> int:

@@ -33,7 +33,7 @@ def check_data_only_mesh(mesh):
       f"(-1, 1, 1), not {tuple(mesh.shape.values())}; use parallelism='jit' to shard over fsdp/tensor.")
 
 
-def pmap_train_step(state, batch: dict, *, graphdef, tx, schedule, task: str, label_smoothing: float,
+def pmap_train_step(state, batch: dict, *, graphdef, tx, schedule, task, label_smoothing: float,
                     mask_rate: float = 0.15, grad_accum_steps: int = 1):
   """One step on this device's rows [rows / devices, len]; gradients and metric sums added over devices."""
   rng = jax.random.fold_in(step_lib.step_rng(state), jax.lax.axis_index(AXIS))  # own dropout per device
@@ -49,7 +49,7 @@ def pmap_eval_step(params, batch: dict, **task_args) -> dict:
   return jax.lax.psum(step_lib.eval_step(params, batch, **task_args), AXIS)
 
 
-def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task: str, label_smoothing: float,
+def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task, label_smoothing: float,
                        mask_rate: float = 0.15, grad_accum_steps: int = 1):
   """jax.pmap train and eval steps over the mesh's devices; they take and return what jit's steps do.
 

@@ -11,7 +11,6 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tx_jax import errors, parallel
-from tx_jax.training import tasks
 
 
 @flax.struct.dataclass
@@ -72,7 +71,7 @@ def step_rng(state: TrainState) -> jax.Array:
   return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
-def summed_gradients(params, batch: dict, rng, *, graphdef, task: str, label_smoothing: float,
+def summed_gradients(params, batch: dict, rng, *, graphdef, task, label_smoothing: float,
                      mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None):
   """Gradients of the *summed* loss and the metric sums of `batch`, over `grad_accum_steps` microbatches.
 
@@ -83,8 +82,8 @@ def summed_gradients(params, batch: dict, rng, *, graphdef, task: str, label_smo
   draws is the step bit-for-bit the large batch's up to summation order.
   """
   def loss_sum(params, micro, key):
-    sums = tasks.metric_sums(nnx.merge(graphdef, params), micro, task=task, label_smoothing=label_smoothing,
-                             deterministic=False, rng=key, mask_rate=mask_rate)
+    sums = task.metric_sums(nnx.merge(graphdef, params), micro, label_smoothing=label_smoothing,
+                            deterministic=False, rng=key, mask_rate=mask_rate)
     return sums["loss"], sums
 
   grad_fn = jax.grad(loss_sum, has_aux=True)
@@ -120,22 +119,22 @@ def apply_gradients(state: TrainState, grads, sums: dict, *, tx, schedule):
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, task: str, label_smoothing: float,
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, task, label_smoothing: float,
                mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None):
-  """One optimizer step on a global batch of `task`; returns (state, metric sums)."""
+  """One optimizer step on a global batch of `task` (a tx_jax.tasks.Task); returns (state, metric sums)."""
   grads, sums = summed_gradients(state.params, batch, step_rng(state), graphdef=graphdef, task=task,
                                  label_smoothing=label_smoothing, mask_rate=mask_rate,
                                  grad_accum_steps=grad_accum_steps, micro_sharding=micro_sharding)
   return apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
 
 
-def eval_step(params, batch: dict, *, graphdef, task: str, label_smoothing: float, mask_rate: float = 0.15) -> dict:
+def eval_step(params, batch: dict, *, graphdef, task, label_smoothing: float, mask_rate: float = 0.15) -> dict:
   """Metric sums of the model on one batch, without dropout (MLM masks with a fixed key)."""
-  return tasks.metric_sums(nnx.merge(graphdef, params), batch, task=task, label_smoothing=label_smoothing,
-                           deterministic=True, mask_rate=mask_rate)
+  return task.metric_sums(nnx.merge(graphdef, params), batch, label_smoothing=label_smoothing,
+                          deterministic=True, mask_rate=mask_rate)
 
 
-def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, *, task: str, label_smoothing: float,
+def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, *, task, label_smoothing: float,
                   mask_rate: float = 0.15, grad_accum_steps: int = 1):
   """jax.jit-compiled train and eval steps with the state's and the batch's shardings."""
   batch_sharding = parallel.batch_sharding(mesh)

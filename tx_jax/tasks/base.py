@@ -1,0 +1,158 @@
+"""The Task interface: everything a training task owns, from its records to its evaluation report.
+
+A task names its model family, reads its records through the corpus reader of
+`config.dataset`, tokenizes them, makes rows (packed or padded), sums its loss and metrics,
+adds its baselines to an evaluation and counts its FLOPs. The trainer, the evaluator and the
+attention tools only call these methods; tx_jax.tasks is the one place a task is looked up by
+name.
+"""
+
+import functools
+import os
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from tx_jax import errors
+from tx_jax.data import pipeline
+from tx_jax.data import sources
+from tx_jax.data import tokenizer as tokenizer_lib
+
+BASELINE_SAMPLE = 100_000  # training records tokenized for the baselines (unigram counts, majority class)
+
+
+class Task:
+  """One training task; subclasses fill in the class attributes and the abstract methods."""
+
+  name = ""
+  family = ""  # tx_jax.models.registry.FAMILIES key
+  records_kind = "pairs"  # what it reads from a corpus: pairs | texts | labelled
+  vocab_suffix = ""  # tells vocabularies of the same corpus apart by what they must hold
+  with_mask = False  # the vocabulary reserves tokenizer.MASK_ID for [MASK]
+
+  # --- configuration
+  def validate(self, config, fail):
+    """Task-specific config checks; `fail(field, value, why)` raises the one-line error."""
+
+  # --- data
+  def records(self, config, split: str):
+    """The split's records as a random-access grain.MapDataset (tx_jax.data.sources)."""
+    return getattr(sources.reader(config), self.records_kind)(config, split)
+
+  def vocab_path(self, config) -> str:
+    """Where this corpus's SentencePiece model for this task kind and vocabulary size is cached."""
+    if config.get("vocab_path"):
+      return os.path.expanduser(config.vocab_path)
+    key = sources.reader(config).vocab_key(config, self.records_kind) + self.vocab_suffix
+    return os.path.join(os.path.expanduser(config.data_cache_dir), "vocab", f"{key}_{config.vocab_size}.model")
+
+  def vocab_texts(self, record: dict) -> list:
+    """The texts of one record a vocabulary is trained on."""
+    return [record["text"]]
+
+  def tokenizer(self, config, *, train: bool = False) -> tokenizer_lib.Tokenizer:
+    """The run's vocabulary; with `train`, trained first on a sample of the training split if missing.
+
+    In a multi-process run process 0 trains it and the others wait for the file.
+    """
+    path = self.vocab_path(config)
+    if train and not os.path.exists(path):
+      if jax.process_index() == 0:
+        records = sources.reader(config).vocab_records(config, self.records_kind)
+        limit = config.get("vocab_sample_sentences", 2_000_000)
+
+        def texts():
+          for i in tokenizer_lib.sample_indices(len(records), limit, config.seed):
+            record = records[int(i)]
+            if record is not None:
+              yield from self.vocab_texts(record)
+        tokenizer_lib.train_or_load(path, texts, config.vocab_size, with_mask=self.with_mask,
+                                    max_sentences=2 * limit)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"vocabulary {path}")
+    tokenizer = tokenizer_lib.Tokenizer(path)
+    if self.with_mask and tokenizer.piece_to_id("[MASK]") != tokenizer_lib.MASK_ID:
+      raise errors.DataError(f"The SentencePiece model {path} has no [MASK] piece at id {tokenizer_lib.MASK_ID} "
+                             "(it was trained for another task); delete it or set config.vocab_path to a new file.")
+    return tokenizer
+
+  def features(self, record: dict, *, tokenizer, max_length: int):
+    """{feature: int32 [len]} of one record, or None to leave it out (too long)."""
+    raise NotImplementedError
+
+  def rows(self, config, length: int, *, train: bool):
+    """rows(IterDataset, seed) -> IterDataset of fixed-length rows (tx_jax.data.pipeline.pack_rows/pad_rows)."""
+    raise NotImplementedError
+
+  def empty_row(self, config, length: int) -> dict:
+    """A filler row of an evaluation batch: it adds nothing to any sum."""
+    raise NotImplementedError
+
+  def train_batches(self, config, tokenizer, *, global_rows: int, process_index: int = 0, process_count: int = 1,
+                    data_shards: int | None = None) -> pipeline.ShardedBatches:
+    """This process's endless training batches ([global_rows / processes, max_target_length] arrays)."""
+    length = config.max_target_length
+    return pipeline.train_batches(
+      self.records(config, "train"), features=functools.partial(self.features, tokenizer=tokenizer, max_length=length),
+      rows=self.rows(config, length, train=True), global_rows=global_rows, seed=config.seed,
+      data_shards=data_shards or config.get("data_shards") or process_count, process_index=process_index,
+      process_count=process_count, workers=config.get("data_workers", 0))
+
+  def eval_batches(self, config, tokenizer, split: str, *, global_rows: int, process_index: int = 0,
+                   process_count: int = 1, max_batches: int | None = None, data_shards: int | None = None):
+    """(batch, done) pairs of this process over the whole split, in order (tx_jax.data.pipeline.eval_batches)."""
+    length = config.max_eval_target_length
+    return pipeline.eval_batches(
+      self.records(config, split), features=functools.partial(self.features, tokenizer=tokenizer, max_length=length),
+      rows=self.rows(config, length, train=False), empty_row=self.empty_row(config, length),
+      local_rows=global_rows // process_count, data_shards=data_shards or config.get("data_shards") or process_count,
+      process_index=process_index, process_count=process_count, max_batches=max_batches)
+
+  def evaluated_examples(self, config, tokenizer, split: str, limit: int | None = None) -> list:
+    """The examples (feature dicts) of `split` an evaluation scores, in order; `limit` samples training."""
+    records = self.records(config, split)
+    indices = range(len(records)) if limit is None else tokenizer_lib.sample_indices(len(records), limit)
+    out = []
+    for i in indices:
+      record = records[int(i)]
+      example = None if record is None else self.features(record, tokenizer=tokenizer,
+                                                          max_length=config.max_eval_target_length)
+      if example is not None:
+        out.append(example)
+    return out
+
+  # --- model
+  def metric_sums(self, model: nnx.Module, batch: dict, *, label_smoothing: float, deterministic: bool, rng=None,
+                  mask_rate: float = 0.15) -> dict:
+    """Summed loss and metrics of `model` on one batch (tx_jax.training.losses)."""
+    raise NotImplementedError
+
+  def forward_flops(self, cfg, batch: dict) -> float:
+    """Multiply-adds of one forward pass over `batch` (numpy arrays), matmuls only (tx_jax.training.perf)."""
+    raise NotImplementedError
+
+  def attention_tokens(self, ids: list) -> list:
+    """The token ids a single-stack model reads for text `ids` in the attention tools."""
+    return ids
+
+  # --- evaluation
+  def baselines(self, config, tokenizer, split: str, results: dict) -> dict:
+    """Extra metrics of an evaluation of `split` ({split}/name: value), beside `results`."""
+    return {}
+
+  def report(self, summary: dict) -> list:
+    """The task's lines of `python -m tx_jax.evaluate`'s printed report."""
+    return []
+
+
+def sample_log(name: str, count: int, of: int):
+  """Logs how many records a baseline was computed on."""
+  logging.info("%s baseline from %d of %d training records", name, count, of)
+
+
+def tokens_of(examples: list, key: str = "targets") -> np.ndarray:
+  """All tokens of `key` of a list of examples, concatenated."""
+  return np.concatenate([e[key] for e in examples]) if examples else np.zeros((0,), np.int32)

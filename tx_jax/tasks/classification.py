@@ -1,0 +1,60 @@
+"""Sequence classification: an encoder reads [CLS] text [EOS] rows (padded, not packed) and their labels."""
+
+import functools
+
+import numpy as np
+
+from tx_jax.data import pipeline
+from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.tasks import base
+from tx_jax.tasks import translation
+from tx_jax.training import evaluation
+from tx_jax.training import losses
+
+
+class Classification(base.Task):
+  """(text, label) records; accuracy and macro-F1 beside the majority class."""
+
+  name = "classification"
+  family = "encoder_only"
+  records_kind = "labelled"
+  vocab_suffix = "_enc"  # the vocabulary of masked-LM pretraining on the same corpus
+  with_mask = True
+
+  def validate(self, config, fail):
+    if config.get("num_classes", 0) < 2:
+      fail("num_classes", config.get("num_classes", 0), "must be at least 2 for config.task='classification'.")
+
+  def features(self, record, *, tokenizer, max_length):
+    ids = tokenizer.encode(record["text"])[:max_length - 2]  # cut, never dropped: a label needs its text
+    return {"inputs": np.asarray([tokenizer_lib.BOS_ID] + ids + [tokenizer_lib.EOS_ID], np.int32),
+            "labels": np.int32(record["label"])}
+
+  def rows(self, config, length, *, train):
+    return functools.partial(pipeline.pad_rows, length=length)
+
+  def empty_row(self, config, length):
+    return {"inputs": np.zeros((length,), np.int32), "labels": np.int32(-1)}
+
+  def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
+    rngs = base.nnx.Rngs(dropout=rng) if not deterministic and rng is not None else None
+    logits = model.classify(batch["inputs"], deterministic=deterministic, rngs=rngs)
+    return losses.classification_sums(logits, batch["labels"], label_smoothing)
+
+  def forward_flops(self, cfg, batch):
+    return translation.sequence_flops(cfg, batch, cfg.num_encoder_layers, head=False)
+
+  def attention_tokens(self, ids):
+    return [tokenizer_lib.BOS_ID] + ids + [tokenizer_lib.EOS_ID]
+
+  def baselines(self, config, tokenizer, split, results):
+    records = self.records(config, "train")
+    train = [records[int(i)] for i in tokenizer_lib.sample_indices(len(records), base.BASELINE_SAMPLE)]
+    evaluated = self.records(config, split)
+    labels = [r["label"] for r in (evaluated[i] for i in range(len(evaluated))) if r is not None]
+    return {f"{split}/majority_accuracy": evaluation.majority_accuracy([r["label"] for r in train if r], labels)}
+
+  def report(self, summary):
+    m, p = summary["metrics"], summary["split"] + "/"
+    return [f"accuracy {m[p + 'accuracy']:.4f}  macro-F1 {m[p + 'macro_f1']:.4f}",
+            f"majority-class accuracy (baseline): {m[p + 'majority_accuracy']:.4f}"]

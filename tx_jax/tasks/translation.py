@@ -1,0 +1,83 @@
+"""Translation: an encoder-decoder reads (source, target) pairs packed into rows; scored by SacreBLEU."""
+
+import functools
+
+import numpy as np
+
+from tx_jax.data import pipeline
+from tx_jax.tasks import base
+from tx_jax.training import losses
+
+
+def encode_text(tokenizer, text: str, max_length: int):
+  """Token ids of `text` + EOS as int32, or None when longer than `max_length`."""
+  ids = tokenizer.encode(text)
+  return None if len(ids) + 1 > max_length else np.asarray(ids + [base.tokenizer_lib.EOS_ID], np.int32)
+
+
+def sequence_flops(cfg, batch: dict, layers: int, head: bool) -> float:
+  """Forward multiply-adds of a single-stack model over the non-padding tokens of batch["targets"|"inputs"]."""
+  d, q, kv = cfg.emb_dim, cfg.num_heads * cfg.qkv_head_dim, cfg.kv_heads * cfg.qkv_head_dim
+  ffn = (3 if cfg.activation == "swiglu" else 2) * d * cfg.mlp_dim
+  key = "targets" if "targets" in batch else "inputs"
+  scores = 2 * batch[key].shape[1] * q  # QK^T and weights x V, per query token, over the whole row
+  per_token = layers * (2 * d * q + 2 * d * kv + ffn + scores) + (d * cfg.vocab_size if head else 0)
+  return float(per_token * np.count_nonzero(batch[key]))
+
+
+class Translation(base.Task):
+  """(source, target) pairs in config.source_language -> config.target_language."""
+
+  name = "translation"
+  family = "encoder_decoder"
+  records_kind = "pairs"
+
+  def validate(self, config, fail):
+    if config.get("source_language") == config.get("target_language"):
+      fail("target_language", config.target_language, "must differ from config.source_language.")
+
+  def vocab_texts(self, record):
+    return [record["source"], record["target"]]
+
+  def features(self, record, *, tokenizer, max_length):
+    source = encode_text(tokenizer, record["source"], max_length)
+    target = encode_text(tokenizer, record["target"], max_length)
+    return None if source is None or target is None else {"inputs": source, "targets": target}
+
+  def rows(self, config, length, *, train):
+    return functools.partial(pipeline.pack_rows, lengths={"inputs": length, "targets": length}, shuffle_bins=train)
+
+  def empty_row(self, config, length):
+    return pipeline.empty_packed_row({"inputs": length, "targets": length})
+
+  def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
+    rngs = base.nnx.Rngs(dropout=rng) if not deterministic and rng is not None else None
+    segments = batch["targets_segment_ids"]
+    logits = model(batch["inputs"], batch["decoder_inputs"],
+                   input_segments=batch["inputs_segment_ids"], target_segments=segments,
+                   input_positions=batch["inputs_positions"], target_positions=batch["targets_positions"],
+                   deterministic=deterministic, rngs=rngs)
+    return losses.loss_sums(logits, batch["targets"], segments != 0, label_smoothing)
+
+  def forward_flops(self, cfg, batch):
+    d, q, kv = cfg.emb_dim, cfg.num_heads * cfg.qkv_head_dim, cfg.kv_heads * cfg.qkv_head_dim
+    ffn = (3 if cfg.activation == "swiglu" else 2) * d * cfg.mlp_dim
+    self_attention = 2 * d * q + 2 * d * kv
+    n, n_source = batch["targets"].shape[1], batch["inputs"].shape[1]
+    per_source = cfg.num_encoder_layers * (self_attention + ffn + 2 * n_source * q) + cfg.num_decoder_layers * 2 * d * kv
+    per_target = cfg.num_decoder_layers * (self_attention + 2 * d * q + ffn + 2 * n * q + 2 * n_source * q)
+    return float(per_source * np.count_nonzero(batch["inputs"])
+                 + (per_target + d * cfg.vocab_size) * np.count_nonzero(batch["targets"]))
+
+  def pairs(self, config, split: str, limit: int = 0) -> list:
+    """The first `limit` (0: all) raw (source, target) pairs of `split`, for decoding and references."""
+    records = self.records(config, split)
+    n = len(records) if not limit else min(limit, len(records))
+    return [(r["source"], r["target"]) for r in (records[i] for i in range(n))]
+
+  def report(self, summary):
+    if "bleu" not in summary:
+      return []
+    return [f"SacreBLEU {summary['bleu']:.2f}  ({summary['bleu_details']})", f"signature: {summary['bleu_signature']}",
+            f"chrF {summary['chrf']:.2f}  signature: {summary['chrf_signature']}",
+            f"translations: {summary['translations']}"]
