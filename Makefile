@@ -14,7 +14,10 @@ $(VENV)/bin/activate:
 install: $(VENV)/bin/activate
 	$(PY) -m pip install --quiet -e ".[tensorboard]"
 
+# The interop tests build reference models with PyTorch: a CPU build is enough (torch==2.13.0 is the
+# CPU wheel this project's machines carry; elsewhere a CPU torch installed beforehand is kept).
 install-test: $(VENV)/bin/activate
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[test]"
 
 # Fetch the offline corpus, train the default config, evaluate its final checkpoint on the test split.

@@ -12,7 +12,8 @@ CHOICES = {
   "positions": ("sinusoidal", "learned", "rope", "none"),
   "norm": ("layernorm", "rmsnorm"),
   "norm_position": ("pre", "post"),
-  "activation": ("relu", "gelu", "swiglu"),
+  "activation": ("relu", "gelu", "gelu_exact", "silu", "swiglu"),  # gelu: the tanh form (GPT-2); gelu_exact: erf (BERT)
+  "sinusoidal_timescales": ("tensor2tensor", "marian"),
   "schedule": ("rsqrt", "cosine", "constant"),
   "dtype": ("float32", "bfloat16"),
   "parallelism": ("jit", "pmap"),

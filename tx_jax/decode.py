@@ -197,23 +197,25 @@ def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, a
   return seqs, scores
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha"))
-def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, alpha: float):
+@functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha", "bos_id", "eos_id"))
+def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, alpha: float,
+                    bos_id: int = tokenizer_lib.BOS_ID, eos_id: int = tokenizer_lib.EOS_ID):
   """Encodes once, then decodes source ids [b, src_len] -> best token ids [b, max_len].
 
-  A sentence's beams share its encoding and KV caches (see `EncoderDecoder.init_cache`).
+  A sentence's beams share its encoding and KV caches (see `EncoderDecoder.init_cache`). Source
+  tokens equal to the model's `pad_id` are padding; decoding starts from `bos_id`, stops at `eos_id`.
   """
   model = nnx.merge(graphdef, params)
-  segments = (inputs != 0).astype(jnp.int32)
+  segments = (inputs != model.cfg.pad_id).astype(jnp.int32)
   b = inputs.shape[0]
   encoded = model.encode(inputs, segments)
   cache = model.init_cache(encoded, stage_lengths(max_len)[0], beam_size)  # grown stage by stage
   output_kernel = model.output_kernel()
   step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments, output_kernel)
   if beam_size > 1:
-    seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha, grow=model.grow_cache)
+    seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha, eos_id, bos_id, grow=model.grow_cache)
     return seqs[:, 0]
-  return greedy(step_fn, cache, b, max_len, grow=model.grow_cache)[0]
+  return greedy(step_fn, cache, b, max_len, eos_id, bos_id, grow=model.grow_cache)[0]
 
 
 def decode_length(longest_source: int, max_predict_length: int) -> int:

@@ -34,23 +34,29 @@ class ModelConfig:
   num_decoder_layers: int = 6
   max_len: int = 256  # longest position the model supports (learned positions, KV cache)
   positions: str = "sinusoidal"  # sinusoidal | learned | rope | none
+  # sinusoidal frequencies 1 / max_timescale ** (i / n): "tensor2tensor" n = dim/2 - 1, "marian" n = dim/2
+  # (Hugging Face Marian's table); both put the sines in the first half and the cosines in the second.
+  sinusoidal_timescales: str = "tensor2tensor"
   rope_theta: float = 10000.0
   norm: str = "layernorm"  # layernorm | rmsnorm
   norm_position: str = "pre"  # pre | post
   norm_epsilon: float = 1e-6
-  activation: str = "relu"  # relu | gelu | swiglu
+  activation: str = "relu"  # relu | gelu (tanh approximation) | gelu_exact (erf) | silu | swiglu (gated silu)
   use_bias: bool = True
   dropout_rate: float = 0.1  # embeddings and residual branches
   attention_dropout_rate: float = 0.1  # attention weights
   share_embeddings: bool = True  # encoder-decoder: one table for source and target tokens
   tie_output_embedding: bool = True  # output projection = transposed token table (else its own matrix)
+  output_bias: bool = False  # a learned [vocab] bias added to the output logits (BERT's MLM head, Marian)
   logits_scale: float = 1.0  # multiplies the output logits (e.g. emb_dim ** -0.5)
   scale_embeddings: bool = True  # multiply embeddings by sqrt(emb_dim), as in the paper
   num_token_types: int = 0  # > 0: BERT-style segment (token type) embeddings
   embedding_norm: bool = False  # normalise the summed embeddings (BERT)
   final_norm: bool | None = None  # norm after the last block; None: only for pre-norm stacks
   pooler: bool = False  # encoder-only: tanh dense layer over the first token (BERT's [CLS] pooler)
+  mlm_head: bool = False  # encoder-only: BERT's dense + activation + norm transform before the output projection
   num_classes: int = 0  # encoder-only: > 0 adds a classification head over the pooled first token
+  pad_id: int = 0  # padding token: unpacked inputs without segments are masked where tokens == pad_id
   dtype: str = "float32"  # compute dtype; parameters are always float32
   remat: bool = False  # rematerialise each block in the backward pass (less memory, ~1/3 more compute)
   remat_policy: str = "none"  # what a block saves for the backward pass (REMAT_POLICIES); "none" + remat=True: full

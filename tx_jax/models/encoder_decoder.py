@@ -25,7 +25,7 @@ class EncoderDecoder(nnx.Module):
 
   def encode(self, inputs, segments=None, positions=None, *, deterministic=True, rngs=None):
     """Source tokens [batch, src_len] -> encoding [batch, src_len, emb_dim]."""
-    segments = (inputs != 0).astype(jnp.int32) if segments is None else segments
+    segments = (inputs != self.cfg.pad_id).astype(jnp.int32) if segments is None else segments
     positions = layers.default_positions(segments) if positions is None else positions
     x = self.embedder(inputs, positions, deterministic=deterministic, rngs=rngs)
     mask = attention_lib.make_attention_mask(segments, segments)
@@ -48,7 +48,7 @@ class EncoderDecoder(nnx.Module):
   def __call__(self, inputs, decoder_inputs, *, input_segments=None, target_segments=None,
                input_positions=None, target_positions=None, deterministic=True, rngs=None):
     """Logits [batch, tgt_len, vocab] of the targets given sources (packed when segments are given)."""
-    input_segments = (inputs != 0).astype(jnp.int32) if input_segments is None else input_segments
+    input_segments = (inputs != self.cfg.pad_id).astype(jnp.int32) if input_segments is None else input_segments
     encoded = self.encode(inputs, input_segments, input_positions, deterministic=deterministic, rngs=rngs)
     return self.decode(decoder_inputs, encoded, input_segments, target_segments, target_positions,
                        deterministic=deterministic, rngs=rngs)

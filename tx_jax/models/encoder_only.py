@@ -16,6 +16,9 @@ class EncoderOnly(nnx.Module):
     self.cfg = cfg
     self.embedder = layers.Embedder(cfg, rngs=rngs)
     self.encoder = layers.Stack(cfg, cfg.num_encoder_layers, cross_attention=False, rngs=rngs)
+    if cfg.mlm_head:  # BERT's prediction-head transform, between the encoder and the output projection
+      self.mlm_transform = params.dense(cfg, cfg.emb_dim, cfg.emb_dim, (params.EMBED, params.MLP), rngs)
+      self.mlm_norm = layers.make_norm(cfg, rngs)
     if cfg.pooler:
       self.pooler = params.dense(cfg, cfg.emb_dim, cfg.emb_dim, (params.EMBED, params.MLP), rngs)
     if cfg.num_classes:
@@ -23,8 +26,8 @@ class EncoderOnly(nnx.Module):
       self.classifier_dropout = nnx.Dropout(cfg.dropout_rate)
 
   def encode(self, tokens, *, segments=None, positions=None, token_types=None, deterministic=True, rngs=None):
-    """Hidden states [batch, len, emb_dim] of tokens [batch, len] (0 = padding unless segments given)."""
-    segments = (tokens != 0).astype(jnp.int32) if segments is None else segments
+    """Hidden states [batch, len, emb_dim] of tokens [batch, len] (pad_id = padding unless segments given)."""
+    segments = (tokens != self.cfg.pad_id).astype(jnp.int32) if segments is None else segments
     positions = layers.default_positions(segments) if positions is None else positions
     x = self.embedder(tokens, positions, token_types, deterministic=deterministic, rngs=rngs)
     mask = attention_lib.make_attention_mask(segments, segments)
@@ -33,7 +36,10 @@ class EncoderOnly(nnx.Module):
 
   def __call__(self, tokens, **kw):
     """Masked-LM logits [batch, len, vocab] (float32) over the token table."""
-    return self.embedder.logits(self.encode(tokens, **kw))
+    x = self.encode(tokens, **kw)
+    if self.cfg.mlm_head:
+      x = self.mlm_norm(layers.ACTIVATIONS[self.cfg.activation](self.mlm_transform(x)))
+    return self.embedder.logits(x)
 
   def classify(self, tokens, *, deterministic=True, rngs=None, **kw):
     """Class logits [batch, num_classes] (float32) from the first token's (pooled) state."""

@@ -20,6 +20,15 @@ def make_norm(cfg: config_lib.ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
                        bias_metadata=params.partition_metadata((params.EMBED,)))
 
 
+# Activations of the non-gated feed-forward (and BERT's MLM head); "swiglu" is the gated silu of FeedForward.
+ACTIVATIONS = {
+  "relu": jax.nn.relu,
+  "gelu": jax.nn.gelu,  # tanh approximation (GPT-2's gelu_new)
+  "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),  # erf (BERT's gelu)
+  "silu": jax.nn.silu,  # also called swish (Marian)
+}
+
+
 def default_positions(segments):
   """Positions [1, len] = 0..len-1, shared by every row of an unpacked batch [batch, len].
 
@@ -51,6 +60,8 @@ class Embedder(nnx.Module):
       self.output = nnx.Linear(cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, rngs=rngs,
                                kernel_init=params.partitioned(nnx.initializers.xavier_uniform(),
                                                               (params.EMBED, params.VOCAB)))
+    if cfg.output_bias:
+      self.output_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), **params.partition_metadata((params.VOCAB,)))
     self.dropout = nnx.Dropout(cfg.dropout_rate)
 
   def __call__(self, tokens, positions, token_types=None, *, deterministic=True, rngs=None):
@@ -59,7 +70,8 @@ class Embedder(nnx.Module):
     if self.cfg.scale_embeddings:
       x = x * jnp.sqrt(self.cfg.emb_dim).astype(x.dtype)
     if self.cfg.positions == "sinusoidal":
-      x = x + positions_lib.sinusoidal(positions, self.cfg.emb_dim).astype(x.dtype)
+      x = x + positions_lib.sinusoidal(positions, self.cfg.emb_dim,
+                                       timescales=self.cfg.sinusoidal_timescales).astype(x.dtype)
     elif self.cfg.positions == "learned":
       x = x + self.position_table(positions)
     if self.cfg.num_token_types:
@@ -77,7 +89,8 @@ class Embedder(nnx.Module):
       logits = x @ output_kernel.astype(x.dtype)
     else:
       logits = self.table.attend(x) if self.cfg.tie_output_embedding else self.output(x)
-    return logits.astype(jnp.float32) * self.cfg.logits_scale
+    logits = logits.astype(jnp.float32) * self.cfg.logits_scale
+    return logits + self.output_bias[...] if self.cfg.output_bias else logits
 
   def output_kernel(self):
     """The output projection as [emb_dim, vocab] in memory, for decoding loops.
@@ -91,7 +104,7 @@ class Embedder(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-  """Position-wise MLP: ReLU or GELU, or the gated SwiGLU."""
+  """Position-wise MLP: one of ACTIVATIONS, or the gated SwiGLU."""
 
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -104,12 +117,10 @@ class FeedForward(nnx.Module):
   def __call__(self, x):
     """[batch, len, emb_dim] -> [batch, len, emb_dim]."""
     h = self.wi(x)
-    if self.cfg.activation == "relu":
-      h = jax.nn.relu(h)
-    elif self.cfg.activation == "gelu":
-      h = jax.nn.gelu(h)
-    else:  # swiglu
+    if self.cfg.activation == "swiglu":
       h = jax.nn.silu(self.wi_gate(x)) * h
+    else:
+      h = ACTIVATIONS[self.cfg.activation](h)
     return self.wo(h)
 
 

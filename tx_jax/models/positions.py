@@ -4,10 +4,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def sinusoidal(positions, dim: int, max_timescale: float = 10000.0):
-  """The paper's sin/cos embedding of integer `positions` [batch, len] -> [batch, len, dim]."""
+def sinusoidal(positions, dim: int, max_timescale: float = 10000.0, timescales: str = "tensor2tensor"):
+  """The paper's sin/cos embedding of integer `positions` [batch, len] -> [batch, len, dim].
+
+  Sines fill the first half of the features, cosines the second. `timescales`: "tensor2tensor"
+  spreads the dim/2 frequencies from 1 to 1/max_timescale inclusive; "marian" uses the paper's
+  1/max_timescale ** (2i/dim), as Hugging Face's Marian models do.
+  """
   half = dim // 2
-  inv_freq = np.exp(-np.log(max_timescale) * np.arange(half) / max(half - 1, 1))  # as in tensor2tensor
+  steps = half if timescales == "marian" else max(half - 1, 1)  # tensor2tensor: the last one is max_timescale
+  inv_freq = np.exp(-np.log(max_timescale) * np.arange(half) / steps)
   angles = positions[..., None].astype(jnp.float32) * inv_freq
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 

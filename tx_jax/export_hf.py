@@ -1,0 +1,50 @@
+"""Export a tx_jax workdir as a Hugging Face model: python -m tx_jax.export_hf --workdir=W --out=DIR
+
+Writes DIR/config.json and DIR/model.safetensors (transformers loads them with from_pretrained)
+and copies W/tokenizer/ beside them. A model whose switches have no Hugging Face counterpart
+stops with an error naming the switch.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from tx_jax import errors, logging_utils
+from tx_jax.import_hf import copy_tokenizer
+from tx_jax.interop import export
+from tx_jax.interop import workdir as workdir_lib
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command-line flags (defined on demand, so the module also imports as a library)."""
+  flags.DEFINE_string("workdir", None, "A tx_jax workdir (config.json + checkpoints/).")
+  flags.DEFINE_string("out", None, "The Hugging Face directory to write.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
+
+
+def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
+  """Exports the checkpoint of `workdir` to the HF directory `out_dir`; returns the architecture written."""
+  config, params = workdir_lib.read_workdir(workdir, step)
+  architecture = export.export_dir(config, params, out_dir)
+  copy_tokenizer(os.path.join(workdir, "tokenizer"), out_dir)
+  return architecture
+
+
+def main(argv):
+  del argv
+  logging_utils.quiet_library_logs()
+  if FLAGS.workdir is None or FLAGS.out is None:
+    raise app.UsageError("--workdir and --out are required.")
+  try:
+    architecture = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
+  except errors.UserError as e:
+    sys.exit(f"tx_jax.export_hf: {e}")
+  print(f"Exported {FLAGS.workdir} as {architecture} to {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,83 @@
+"""Import a Hugging Face model into a tx_jax workdir: python -m tx_jax.import_hf --hf_dir=DIR --workdir=W
+
+Supports GPT2LMHeadModel, LlamaForCausalLM, BertForMaskedLM, BertForSequenceClassification and
+MarianMTModel directories (config.json + safetensors weights). Writes W/config.json, the weights
+as W's step-0 checkpoint, and the model's tokenizer files in W/tokenizer/.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from tx_jax import errors, logging_utils
+from tx_jax.interop import hf_config, hf_weights
+from tx_jax.interop import workdir as workdir_lib
+
+FLAGS = flags.FLAGS
+
+# Tokenizer files copied to W/tokenizer/ when the HF directory has them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
+                   "merges.txt", "tokenizer.model", "source.spm", "target.spm")
+
+
+def define_flags():
+  """The command-line flags (defined on demand, so the module also imports as a library)."""
+  flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory (config.json + model.safetensors).")
+  flags.DEFINE_string("workdir", None, "The tx_jax workdir to write (config.json, checkpoints/, tokenizer/).")
+  flags.DEFINE_string("architecture", None, "The HF architecture, when config.json's 'architectures' is missing.")
+  config_flags.DEFINE_config_file("config", None, "Optional training config whose non-model fields (optimizer, "
+                                  "data) the workdir's config keeps; the model fields come from the HF model.")
+
+
+def read_hf_config(hf_dir: str) -> dict:
+  """The config.json dict of a Hugging Face model directory."""
+  path = os.path.join(hf_dir, "config.json")
+  if not os.path.exists(path):
+    raise errors.DataError(f"{path} is missing: {hf_dir} is not a Hugging Face model directory.")
+  with open(path) as f:
+    return json.load(f)
+
+
+def import_dir(hf_dir: str, workdir: str, *, base_config=None, architecture=None) -> dict:
+  """Converts the HF model in `hf_dir` into the tx_jax workdir `workdir`; returns the flat config written.
+
+  base_config: a training config (dict or ConfigDict) the HF model fields are laid over.
+  """
+  config = dict(base_config.to_dict() if hasattr(base_config, "to_dict") else base_config or {})
+  config.update(hf_config.from_hf(read_hf_config(hf_dir), architecture))
+  params = hf_weights.to_tx_params(config, hf_weights.read_state_dict(hf_dir))
+  workdir_lib.write_workdir(workdir, config, params)
+  copy_tokenizer(hf_dir, os.path.join(workdir, "tokenizer"))
+  return config
+
+
+def copy_tokenizer(src_dir: str, dst_dir: str) -> list:
+  """Copies the tokenizer files of TOKENIZER_FILES that `src_dir` has into `dst_dir`; returns their names."""
+  names = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(src_dir, n))]
+  if names:
+    os.makedirs(dst_dir, exist_ok=True)
+  for name in names:
+    shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+  return names
+
+
+def main(argv):
+  del argv
+  logging_utils.quiet_library_logs()
+  if FLAGS.hf_dir is None or FLAGS.workdir is None:
+    raise app.UsageError("--hf_dir and --workdir are required.")
+  try:
+    config = import_dir(FLAGS.hf_dir, FLAGS.workdir, base_config=FLAGS.config, architecture=FLAGS.architecture)
+  except errors.UserError as e:
+    sys.exit(f"tx_jax.import_hf: {e}")
+  print(f"Imported {config['hf_architecture']} ({config['model_family']}, task={config['task']}) into "
+        f"{FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,63 @@
+"""Writes and reads an imported model as a tx_jax workdir: config.json and an Orbax checkpoint.
+
+The one place that knows the checkpoint layout for imported weights: today the "state" item of
+tx_jax.training.checkpoint (a train state: step 0, the params, a fresh optimizer state) and no data
+position (checkpoint.restore then reports none, and training starts its data from the beginning).
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+
+from tx_jax import errors
+from tx_jax.training import checkpoint
+from tx_jax.training import step as step_lib
+
+IMPORT_STEP = 0
+
+
+def _optimizer_state(config: dict, params):
+  """A fresh optimizer state for `params` when the config has optimizer fields, else optax.EmptyState()."""
+  if "learning_rate" not in config:
+    return optax.EmptyState()
+  from tx_jax.training import schedules
+  cfg = ml_collections.ConfigDict(config)
+  return schedules.make_optimizer(cfg, schedules.make_schedule(cfg)).init(params)
+
+
+def write_workdir(workdir: str, config_dict: dict, params):
+  """Writes WORKDIR/config.json (the flat config) and `params` as the step-0 checkpoint in WORKDIR/checkpoints."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config_dict, f, indent=2)
+  state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=_optimizer_state(config_dict, params),
+                              rng=jax.random.key_data(jax.random.key(config_dict.get("seed", 0) + 1)))
+  manager = checkpoint.make_manager(workdir, max_to_keep=1)
+  manager.save(IMPORT_STEP, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def read_workdir(workdir: str, step: int | None = None):
+  """(flat config dict, params as a nested dict of arrays) of a tx_jax workdir's checkpoint (newest step)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise errors.CheckpointError(f"{path} is missing: {workdir} is not a tx_jax workdir.")
+  with open(path) as f:
+    config = json.load(f)
+  manager = checkpoint.make_manager(workdir, read_only=True)
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise errors.CheckpointError(f"No checkpoint{'' if step is None else f' at step {step}'} in {manager.directory}.")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  state = restored["state"]
+  params = state["params"] if isinstance(state, dict) else state.params
+  return config, params
