@@ -1,0 +1,1 @@
+"""Inference-side utilities: scoring translations and comparing systems."""
