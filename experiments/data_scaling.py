@@ -9,7 +9,7 @@ the corpus as `text_files`, measured from process start to the log line of the f
   python experiments/data_scaling.py [--old=DIR] [--sizes=35000,350000,3500000] [--steps=150]
 
 --old points at a checkout of the pipeline before Grain (e.g. `git worktree add /tmp/old 93e9472`);
-without it only the new pipeline runs. The one-time preparation of a corpus (ArrayRecord shards)
+without it only the new pipeline runs (--new: another checkout of it, e.g. a worktree of HEAD). The one-time preparation of a corpus (ArrayRecord shards)
 is timed separately, before its run.
 """
 
@@ -59,12 +59,12 @@ def _tree_rss(pid: int) -> int:
   return total
 
 
-def run_training(checkout: str, corpus: str, vocab: str, workdir: str, steps: int, cache: str) -> dict:
+def run_training(checkout: str, corpus: str, vocab: str, workdir: str, steps: int, cache: str, extra=()) -> dict:
   """One training run: seconds to the first step, peak RSS (process tree), steady tokens/s and step stats."""
   args = [sys.executable, "-m", "tx_jax.train", "--config=configs/default.py", f"--workdir={workdir}",
           "--config.dataset=text_files", f"--config.data_dir={corpus}", f"--config.vocab_path={vocab}",
           f"--config.data_cache_dir={cache}", f"--config.num_train_steps={steps}", "--config.log_every_steps=50",
-          f"--config.eval_every_steps={steps * 10}", f"--config.checkpoint_every_steps={steps * 10}"]
+          f"--config.eval_every_steps={steps * 10}", f"--config.checkpoint_every_steps={steps * 10}", *extra]
   env = dict(os.environ, PYTHONPATH=checkout)
   start = time.time()
   proc = subprocess.Popen(args, cwd=checkout, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -105,9 +105,11 @@ def prepare(corpus: str, vocab: str, cache: str) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--old", default="", help="a checkout of the pre-Grain pipeline (git worktree)")
+  parser.add_argument("--new", default=REPO, help="the checkout whose Grain pipeline runs (default: this one)")
   parser.add_argument("--sizes", default="35000,350000,3500000")
   parser.add_argument("--steps", type=int, default=150)
   parser.add_argument("--scratch", default="/tmp/tx_jax_data_scaling")
+  parser.add_argument("--grain_flags", default="", help="extra flags of the Grain runs, e.g. --config.data_workers=0")
   args = parser.parse_args()
   from configs import default
   from tx_jax.data import libreoffice
@@ -124,11 +126,11 @@ def main():
     build_corpus(corpus, pairs, size)
     record_cache = os.path.join(args.scratch, f"cache_{size}")
     prep = prepare(corpus, vocab, record_cache)
-    for name, checkout in (("grain", REPO), ("old", args.old)):
+    for name, checkout in (("grain", args.new), ("old", args.old)):
       if not checkout:
         continue
       r = run_training(checkout, corpus, vocab, os.path.join(args.scratch, f"run_{name}_{size}_{time.time():.0f}"),
-                       args.steps, record_cache)
+                       args.steps, record_cache, args.grain_flags.split() if name == "grain" else ())
       rows.append((size, name, prep if name == "grain" else None, r))
       print(f"{size:>9,} {name:6} prepare {prep if name == 'grain' else 0:6.1f} s  first step {r['first_step_s']:6.1f} s"
             f"  peak RSS {r['peak_rss_gb']:5.2f} GB  {r['tokens_per_s']:7.0f} tokens/s  data wait ms/step "

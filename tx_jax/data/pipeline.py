@@ -28,6 +28,11 @@ from tx_jax import errors
 from tx_jax.data import tokenizer as tokenizer_lib
 
 PACKING_BINS = 64  # rows packed at once; Grain emits them together (as dense as the old packer at 64)
+# Records are read and tokenized in the thread that asks for them. Grain's default (16 threads,
+# 500 records ahead) cost 375 us of overhead per example on 2 cores against 21 us here; the
+# overlap with the device step comes from the worker processes (data_workers) instead.
+READ = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+PREFETCH = 2  # batches made ahead of the training step by a background thread
 BATCH_KEYS = ("inputs", "inputs_segment_ids", "inputs_positions",
               "decoder_inputs", "targets", "targets_segment_ids", "targets_positions")
 
@@ -111,6 +116,12 @@ class ShardedBatches:
         raise errors.CheckpointError(f"The checkpoint holds no data position of shard {s}.")
       self.iterators[s].set_state(state["shards"][str(s)])
 
+  def close(self):
+    """Stops the shards' Grain worker processes (if any)."""
+    for it in self.iterators.values():
+      if hasattr(it, "close"):
+        it.close()
+
   def state_bytes(self) -> bytes:
     """get_state() as JSON bytes (Grain's Orbax handler stores bytes states as they are)."""
     return json.dumps(self.get_state()).encode()
@@ -133,14 +144,15 @@ def train_batches(records: grain.MapDataset, *, features, rows, global_rows: int
   def make_shard(s):
     shard_seed = int(np.random.SeedSequence([seed, s]).generate_state(1)[0])
     ds = records[s::data_shards].shuffle(seed=shard_seed).repeat()  # a new permutation every epoch
-    ds = ds.map(features).filter(_kept).to_iter_dataset()
+    ds = ds.map(features).filter(_kept).to_iter_dataset(READ)
     ds = rows(ds, shard_seed).batch(global_rows // data_shards, drop_remainder=True)
     if workers:
       if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; a library caller has parsed none
         flags.FLAGS.mark_as_parsed()
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=4),
                           worker_init_fn=_worker_init)
-    return ds
+    # A thread keeps PREFETCH batches ready, filling them while the device step runs (XLA releases the GIL).
+    return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=PREFETCH)
 
   return ShardedBatches(make_shard, shard_ids(data_shards, process_index, process_count), data_shards)
 
@@ -179,7 +191,7 @@ def eval_batches(records: grain.MapDataset, *, features, rows, empty_row: dict, 
   iterators = []
   for s in shards:
     part = records[n * s // data_shards:n * (s + 1) // data_shards].map(features).filter(_kept)
-    iterators.append(iter(rows(part.to_iter_dataset(), 0).batch(per_shard, drop_remainder=False)))
+    iterators.append(iter(rows(part.to_iter_dataset(READ), 0).batch(per_shard, drop_remainder=False)))
   count = 0
   while max_batches is None or max_batches <= 0 or count < max_batches:
     parts, done = [], True
