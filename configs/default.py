@@ -1,86 +1,8 @@
 """Default: a small Transformer translating German -> English LibreOffice help, offline, on CPU in minutes."""
 
-import ml_collections
+from configs import base
 
 
 def get_config():
-  """The config `make demo` trains: real data fetched through apt, a model sized for 2 CPU cores."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.task = "translation"  # translation | lm | mlm | classification (tx_jax.tasks; it decides the model family)
-
-  # Data.
-  config.dataset = "libreoffice_help"  # libreoffice_help | text_files | tfds
-  config.source_language = "de"
-  config.target_language = "en"
-  config.data_cache_dir = "~/.cache/tx_jax"  # fetched corpora and trained vocabularies
-  config.libreoffice_dir = ""  # already-extracted .deb contents, to skip the apt-get fetch
-  config.data_dir = ""  # text_files: DIR/{train,validation,test}.{source,target}_language
-  config.tfds_name = "wmt14_translate/de-en"
-  config.tfds_data_dir = ""
-  config.tfds_text_key = "text"  # language modelling: the feature holding the text
-  config.tfds_train_split = ""  # TFDS split (or slice) read for each split; "" = the same name
-  config.tfds_validation_split = ""
-  config.tfds_test_split = ""
-  config.vocab_path = ""  # default: <data_cache_dir>/vocab/<dataset>_<langs>_<vocab_size>.model
-  config.vocab_size = 8000
-  config.max_target_length = 128  # packed row length for training; longer pairs are dropped
-  config.max_eval_target_length = 256
-  config.max_predict_length = 256
-  config.vocab_sample_sentences = 2_000_000  # the vocabulary is trained on a uniform sample of this many records
-  config.data_shards = 0  # logical shards of the training data, fixed for a run; 0: one per process
-  config.data_workers = 1  # Grain worker processes per shard tokenizing and packing ahead of the step; 0: none
-
-  # Model.
-  config.emb_dim = 256
-  config.num_heads = 4
-  config.num_kv_heads = 0  # 0: = num_heads
-  config.mlp_dim = 1024
-  config.num_encoder_layers = 3
-  config.num_decoder_layers = 3
-  config.max_len = 512
-  config.positions = "sinusoidal"
-  config.norm = "layernorm"
-  config.norm_position = "pre"
-  config.activation = "relu"
-  config.use_bias = True
-  config.share_embeddings = True
-  # No dropout: in a ~2.5-epoch budget it only slows convergence (measured, experiments/README.md);
-  # longer runs and configs/wmt_base.py use the paper's 0.1.
-  config.dropout_rate = 0.0
-  config.attention_dropout_rate = 0.0
-  config.dtype = "float32"
-
-  # Optimisation.
-  config.per_device_batch_size = 8  # packed rows of max_target_length tokens per device
-  config.num_train_steps = 2000  # ~14 min on 2 CPU cores
-  config.learning_rate = 0.002
-  config.warmup_steps = 300
-  config.schedule = "rsqrt"  # rsqrt | cosine | constant
-  config.label_smoothing = 0.1
-  config.adam_b1 = 0.9
-  config.adam_b2 = 0.98
-  config.adam_eps = 1e-9
-  config.weight_decay = 0.0  # > 0 switches Adam to AdamW
-  config.grad_clip_norm = 0.0  # > 0 clips gradients to this global norm
-
-  # Parallelism and memory (README "Accelerators and clusters").
-  config.parallelism = "jit"  # jit: one program over the mesh (data, fsdp, tensor); pmap: data parallel only
-  config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices; pmap needs (-1, 1, 1)
-  config.grad_accum_steps = 1  # microbatches per step; must divide per_device_batch_size (same update, less memory)
-  config.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | nothing_saveable
-  config.scan_layers = False  # True: the blocks run as one lax.scan (compile time independent of depth)
-
-  # Loop, evaluation and checkpoints.
-  config.log_every_steps = 100
-  config.eval_every_steps = 1000
-  config.num_eval_steps = 20  # packed validation batches per evaluation (-1: all)
-  config.num_predict_sentences = 100  # validation sentences decoded for eval/bleu during training
-  config.attention_images = False  # True: eval also draws the first validation text's attention maps in TensorBoard
-  config.log_batches = False  # True: WORKDIR/batches_process<i>.jsonl gets a SHA-1 of every training batch
-  config.checkpoint_every_steps = 500
-  config.max_checkpoints_to_keep = 3
-  config.beam_size = 4
-  config.length_penalty_alpha = 0.6
-  config.eval_batch_size = 64  # sentences per decoding batch
-  return config
+  """The config `make demo` trains: real data fetched through apt, a model sized for 2 CPU cores (base's defaults)."""
+  return base.get_config()

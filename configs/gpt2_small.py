@@ -1,11 +1,11 @@
 """GPT-2 small (124M): 12 layers, d_model 768, 12 heads, learned positions, GELU, pre-LN, tied output."""
 
-import ml_collections
+from configs import base
 
 
 def get_config():
   """The published GPT-2 small shape: 124,439,808 parameters."""
-  config = ml_collections.ConfigDict()
+  config = base.get_config()
   config.task = "lm"  # decoder-only
   config.vocab_size = 50257
   config.max_len = 1024

@@ -11,7 +11,7 @@ def get_config():
   then --config.tfds_data_dir=DIR, and --config.init_from=WORKDIR of an MLM run of the same shape.
   """
   config = bert_cls_default.get_config()
-  config.update(bert_base.get_config())  # the model fields of BERT-base
+  config.update(bert_base.MODEL)  # the model fields of BERT-base
   config.task = "classification"
   config.num_classes = 2
   config.dataset = "tfds"

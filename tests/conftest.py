@@ -77,6 +77,18 @@ def make_tiny_encoder_config(vocab_dir, task, **overrides):
   return config
 
 
+def tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, **overrides) -> str:
+  """A config file for `python -m tx_jax.train --config=...` returning make_tiny_config(...) with `overrides`."""
+  path = tmp_path / "tiny_config.py"
+  path.write_text(
+    "import sys\n"
+    f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
+    "from conftest import make_tiny_config\n\n\n"
+    "def get_config():\n"
+    f"  return make_tiny_config({small_corpus_dir!r}, {vocab_dir!r}, **{overrides!r})\n")
+  return str(path)
+
+
 def first_train_batch(config, global_rows: int, **kw) -> dict:
   """The first training batch of the config's task (its vocabulary trained first if missing)."""
   from tx_jax import tasks

@@ -12,7 +12,7 @@ import grain
 import numpy as np
 import pytest
 
-from conftest import make_tiny_config
+from conftest import make_tiny_config, tiny_config_file
 from tx_jax import tasks
 from tx_jax.data import pipeline, sources, text_files, tokenizer as tokenizer_lib
 
@@ -149,17 +149,6 @@ def test_restored_iterator_continues_token_for_token(small_corpus_dir, vocab_dir
   assert pipeline.fingerprint(batches[0]) != pipeline.fingerprint(rest[0])
 
 
-def _tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, **overrides):
-  path = tmp_path / "tiny_config.py"
-  path.write_text(
-    "import sys\n"
-    f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
-    "from conftest import make_tiny_config\n\n\n"
-    "def get_config():\n"
-    f"  return make_tiny_config({small_corpus_dir!r}, {vocab_dir!r}, **{overrides!r})\n")
-  return str(path)
-
-
 def _batch_log(workdir):
   """step -> SHA-1 of the batch fed at that step (the last time it was fed, for a resumed run)."""
   out = {}
@@ -174,7 +163,7 @@ def _batch_log(workdir):
 def test_killed_and_stopped_runs_see_the_batches_of_an_uninterrupted_run(small_corpus_dir, vocab_dir, tmp_path):
   overrides = dict(num_train_steps=40, checkpoint_every_steps=5, eval_every_steps=1000, log_every_steps=10,
                    log_batches=True, data_workers=1, dropout_rate=0.1)
-  config_file = _tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, **overrides)
+  config_file = tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, **overrides)
   run = lambda workdir, *extra: subprocess.Popen(
     [sys.executable, "-m", "tx_jax.train", f"--config={config_file}", f"--workdir={workdir}", *extra], cwd=REPO,
     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from tx_jax import errors
+from tx_jax import command_line, errors
 from tx_jax.inference import scores
 
 FLAGS = flags.FLAGS
@@ -115,4 +115,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.compare"))

@@ -2,6 +2,7 @@
 
 from tx_jax import errors, tasks
 from tx_jax.data import sources
+from tx_jax.models.attention import ATTENTION_KERNELS
 from tx_jax.models.config import REMAT_POLICIES
 from tx_jax.models.registry import FAMILIES
 
@@ -18,15 +19,33 @@ CHOICES = {
   "dtype": ("float32", "bfloat16"),
   "parallelism": ("jit", "pmap"),
   "remat_policy": tuple(REMAT_POLICIES),
+  "attention_impl": tuple(ATTENTION_KERNELS),
 }
 POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_batch_size", "num_train_steps",
                  "max_target_length", "max_eval_target_length", "max_predict_length", "log_every_steps",
                  "eval_every_steps", "checkpoint_every_steps", "beam_size", "eval_batch_size",
-                 "grad_accum_steps", "vocab_sample_sentences")
-NON_NEGATIVE_INTS = ("data_shards", "data_workers")  # 0: the default (one shard per process; no workers)
-NON_NEGATIVE = ("warmup_steps", "num_encoder_layers", "num_decoder_layers", "weight_decay", "grad_clip_norm",
-                "num_kv_heads", "num_predict_sentences", "length_penalty_alpha")
-FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate")  # in [0, 1)
+                 "grad_accum_steps", "vocab_sample_sentences", "max_checkpoints_to_keep", "max_len")
+# 0 means the default where it is allowed: one data shard per process, no workers, num_heads KV heads, ...
+NON_NEGATIVE_INTS = ("data_shards", "data_workers", "warmup_steps", "num_encoder_layers", "num_decoder_layers",
+                     "num_kv_heads", "head_dim", "num_predict_sentences", "num_token_types", "num_classes", "pad_id",
+                     "seed")
+NON_NEGATIVE = ("weight_decay", "grad_clip_norm", "length_penalty_alpha")
+POSITIVE = ("learning_rate", "norm_epsilon", "rope_theta", "logits_scale", "adam_eps")
+FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate", "adam_b1", "adam_b2",
+             "cosine_final_fraction")  # in [0, 1)
+BOOLS = ("use_bias", "share_embeddings", "tie_output_embedding", "output_bias", "scale_embeddings", "embedding_norm",
+         "pooler", "mlm_head", "remat", "scan_layers", "attention_images", "log_batches")
+# The stacks each family needs at least one layer in.
+FAMILY_LAYERS = {"encoder_decoder": ("num_encoder_layers", "num_decoder_layers"),
+                 "decoder_only": ("num_decoder_layers",), "encoder_only": ("num_encoder_layers",)}
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fail(field, value, why):
@@ -39,24 +58,41 @@ def validate(config):
     if field in config and config[field] not in allowed:
       _fail(field, config[field], f"is not one of {allowed}.")
   for field in POSITIVE_INTS:
-    if field in config and not (isinstance(config[field], int) and config[field] > 0):
+    if field in config and not (_is_int(config[field]) and config[field] > 0):
       _fail(field, config[field], "must be a positive integer.")
   for field in NON_NEGATIVE_INTS:
-    if field in config and not (isinstance(config[field], int) and config[field] >= 0):
+    if field in config and not (_is_int(config[field]) and config[field] >= 0):
       _fail(field, config[field], "must be a non-negative integer.")
   for field in NON_NEGATIVE:
-    if field in config and config[field] < 0:
-      _fail(field, config[field], "must not be negative.")
+    if field in config and not (_is_number(config[field]) and config[field] >= 0):
+      _fail(field, config[field], "must be a non-negative number.")
+  for field in POSITIVE:
+    if field in config and not (_is_number(config[field]) and config[field] > 0):
+      _fail(field, config[field], "must be a positive number.")
   for field in FRACTIONS:
-    if field in config and not 0.0 <= config[field] < 1.0:
+    if field in config and not (_is_number(config[field]) and 0.0 <= config[field] < 1.0):
       _fail(field, config[field], "must be in [0, 1).")
+  for field in BOOLS:
+    if field in config and not isinstance(config[field], bool):
+      _fail(field, config[field], "must be True or False.")
+  if config.get("final_norm") not in (None, True, False):
+    _fail("final_norm", config.final_norm, "must be None (pre-norm stacks only), True or False.")
+  if "num_eval_steps" in config and not (_is_int(config.num_eval_steps) and (config.num_eval_steps > 0
+                                                                             or config.num_eval_steps == -1)):
+    _fail("num_eval_steps", config.num_eval_steps, "must be a positive integer, or -1 for the whole split.")
   task = tasks.get(config)
   if config.get("model_family", task.family) != task.family:
     _fail("model_family", config.model_family, f"cannot be trained on config.task={task.name!r}; it needs "
           f"{task.family!r} (or leave model_family out: the task decides it).")
   task.validate(config, _fail)
-  if not config.learning_rate > 0:
-    _fail("learning_rate", config.learning_rate, "must be positive (it is the peak of the schedule).")
+  for field in FAMILY_LAYERS[task.family]:
+    if config.get(field, 1) < 1:
+      _fail(field, config[field], f"must be at least 1 for a {task.family} model (config.task={task.name!r}).")
+  decodes = task.family != "encoder_only"  # only a decoder has a predicted length to fit
+  for field in ("max_target_length", "max_eval_target_length") + (("max_predict_length",) if decodes else ()):
+    if field in config and "max_len" in config and config[field] > config.max_len:
+      _fail("max_len", config.max_len, f"is smaller than config.{field}={config[field]}; the model supports "
+            "positions up to max_len (learned positions, the KV cache): raise max_len or lower the length.")
   if config.emb_dim % config.num_heads:
     _fail("emb_dim", config.emb_dim, f"must be divisible by config.num_heads={config.num_heads}.")
   kv = config.get("num_kv_heads") or config.num_heads

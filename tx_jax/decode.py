@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from absl import logging
 from jax.experimental import multihost_utils
 
 from tx_jax import parallel
@@ -228,9 +229,20 @@ def decode_length(longest_source: int, max_predict_length: int) -> int:
 
 
 def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam_size: int, alpha: float,
-                    max_predict_length: int, mesh=None):
-  """Translates a list of strings; batches are sorted by length and padded to a few shapes."""
-  sources = [np.asarray(ids + [tokenizer_lib.EOS_ID], np.int32) for ids in processor.encode(list(texts))]
+                    max_predict_length: int, mesh=None, max_source_length: int | None = None):
+  """Translates a list of strings; batches are sorted by length and padded to a few shapes.
+
+  Sources longer than `max_source_length` tokens (EOS included) are cut to it, with a warning:
+  one over-long line must not ask for the memory of its whole length squared.
+  """
+  encoded = processor.encode(list(texts))
+  if max_source_length:
+    cut = sum(len(ids) + 1 > max_source_length for ids in encoded)
+    if cut:
+      logging.warning("Cut %d of %d sources to their first %d tokens (config.max_eval_target_length).", cut,
+                      len(encoded), max_source_length)
+    encoded = [ids[:max_source_length - 1] for ids in encoded]
+  sources = [np.asarray(ids + [tokenizer_lib.EOS_ID], np.int32) for ids in encoded]
   outputs = [""] * len(sources)
   local_rows = batch_size // jax.process_count()
   for ids, inputs in pipeline.source_batches(sources, global_rows=batch_size):

@@ -20,7 +20,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import configuration, errors, logging_utils, parallel, tasks
+from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
 from tx_jax.training import checkpoint, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
@@ -28,7 +28,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """The command-line flags (defined on demand, so the module also imports as a library)."""
-  config_flags.DEFINE_config_file("config", None, "Training config file (the one used to train).")
+  config_flags.DEFINE_config_file("config", None, "Optional: evaluation settings (beam_size, ...) over the run's own "
+                                  "WORKDIR/config.json; --config.<field>=... overrides any field.")
   flags.DEFINE_string("workdir", None, "Directory with the checkpoints of a training run.")
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the newest.")
   flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
@@ -84,10 +85,12 @@ def report(s: dict) -> str:
 def main(argv):
   logging_utils.quiet_library_logs()
   del argv
-  if FLAGS.config is None or FLAGS.workdir is None:
-    raise app.UsageError("--config and --workdir are required.")
+  if FLAGS.workdir is None:
+    raise app.UsageError("--workdir is required.")
+  overridden = [arg.split("=", 1)[0][len("--config."):] for arg in sys.argv if arg.startswith("--config.")]
   try:
-    summary = evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences)
+    config = experiment.evaluation_config(FLAGS.workdir, FLAGS.config, overridden)
+    summary = evaluate(config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences)
   except errors.UserError as e:
     sys.exit(f"tx_jax.evaluate: {e}")
   print(report(summary))
@@ -95,4 +98,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.evaluate"))

@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from tx_jax import errors, logging_utils
+from tx_jax import command_line, errors, logging_utils
 from tx_jax.import_hf import copy_tokenizer
 from tx_jax.interop import export
 from tx_jax.interop import workdir as workdir_lib
@@ -47,4 +47,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.export_hf"))

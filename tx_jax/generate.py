@@ -12,7 +12,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from tx_jax import decode, errors, logging_utils, tasks
+from tx_jax import command_line, decode, errors, logging_utils, tasks
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.training import experiment
 
@@ -82,4 +82,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.generate"))

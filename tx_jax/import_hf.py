@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from tx_jax import errors, logging_utils
+from tx_jax import command_line, errors, logging_utils
 from tx_jax.interop import hf_config, hf_weights
 from tx_jax.interop import workdir as workdir_lib
 
@@ -80,4 +80,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.import_hf"))

@@ -3,9 +3,12 @@
 Resumes from the newest checkpoint in WORKDIR; `--config.key=value` overrides any config field.
 """
 
+import contextlib
+import errno
 import json
 import os
 import sys
+import tempfile
 import time
 
 import jax
@@ -13,11 +16,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import configuration, errors, logging_utils, parallel, tasks, visualize
+from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks, visualize
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
-from tx_jax.training import checkpoint, evaluation, experiment, init_from, metrics, perf
+from tx_jax.training import checkpoint, divergence, evaluation, experiment, init_from, metrics, perf, preemption
+from tx_jax.training import workdir_lock
 
 FLAGS = flags.FLAGS
 
@@ -35,33 +39,55 @@ def define_flags():
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (resuming from WORKDIR's newest checkpoint), evaluating and checkpointing periodically."""
+  """Trains (resuming from WORKDIR's newest checkpoint), evaluating and checkpointing periodically.
+
+  SIGTERM or SIGINT stops it after the current step with a checkpoint there (summary
+  "stopped_at_step"); a non-finite loss stops it with divergence.TrainingDiverged, saving nothing.
+  """
   configuration.validate(config)
+  workdir = writable_workdir(workdir)
+  lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock, preemption.PreemptionWatch() as watch:
+    return _train(config, workdir, watch)
+
+
+def writable_workdir(workdir: str) -> str:
+  """The absolute workdir, created and checked writable (one message naming it otherwise)."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    tempfile.TemporaryFile(dir=workdir).close()
+  except OSError as e:
+    raise errors.ConfigError(f"--workdir={workdir} cannot be written ({e.strerror}); pass a directory you can "
+                             "create and write.") from None
+  return workdir
+
+
+def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
+  """The training loop of train_and_evaluate in a locked, writable workdir."""
   mesh = parallel.make_mesh(config.mesh_shape)
   global_rows = config.per_device_batch_size * jax.device_count()
   task = tasks.get(config)
   tokenizer = task.tokenizer(config, train=True)
+  stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
   manager = checkpoint.make_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
-  latest = manager.latest_step()
-  data_state = checkpoint.data_state(manager, latest) if latest is not None else None
-  train_iter = task.train_batches(  # a resumed run keeps the logical data shards it started with
-    config, tokenizer, global_rows=global_rows, process_index=jax.process_index(),
-    process_count=jax.process_count(), data_shards=data_state and int(data_state["data_shards"]))
-  stats = write_data_stats(config, task, workdir)
-  logging.info("Training data: %d records in %d data shard(s), batches of %d x %d tokens",
-               stats["train"]["records"], train_iter.data_shards, global_rows, config.max_target_length)
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
-  if latest is not None:
-    state, _ = checkpoint.restore(manager, state, latest)
-    if data_state is not None:
-      train_iter.set_state(data_state)
+  data_state = None
+  if manager.all_steps():  # the newest readable checkpoint; unreadable newer ones are set aside, not deleted
+    state, data_state = checkpoint.restore(manager, state, set_aside=True)
   elif config.get("init_from"):
     state = state.replace(params=init_from.load_matching_params(config.init_from, state.params))
   first_step = int(jax.device_get(state.step))
+  last_saved = first_step if manager.all_steps() else None
+  train_iter = task.train_batches(  # a resumed run keeps the logical data shards it started with
+    config, tokenizer, global_rows=global_rows, process_index=jax.process_index(),
+    process_count=jax.process_count(), data_shards=data_state and int(data_state["data_shards"]))
+  if data_state is not None:
+    train_iter.set_state(data_state)
+  logging.info("Training data: %d records in %d data shard(s), batches of %d x %d tokens",
+               stats["train"]["records"], train_iter.data_shards, global_rows, config.max_target_length)
 
   writer = metrics.MetricWriter(workdir)
   if first_step == 0 and jax.process_index() == 0:
@@ -88,6 +114,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       flops += perf.train_flops(config, local) * jax.process_count()  # processes read equal shares
       t = time.time()
       state, step_sums = train_fn(state, parallel.global_batch(local, mesh))
+      step_sums = jax.device_get(step_sums)
+      divergence.check_finite(step, step_sums, config, last_saved)
       if compile_seconds is None:
         jax.block_until_ready(state.step)
         compile_seconds = time.time() - t
@@ -95,7 +123,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.scalars(step, {"perf/compile_seconds": compile_seconds})
         window_start, tokens, flops, train_start, train_start_step = time.time(), 0, 0.0, time.time(), step
       else:  # the compiling step counts for neither throughput nor the logged means
-        step_sums = jax.device_get(step_sums)
         sums = {k: sums.get(k, 0.0) + np.asarray(v, np.float64) for k, v in step_sums.items()}
         sums["learning_rate"] = float(step_sums["learning_rate"])
         step_times.append(time.time() - step_start)
@@ -138,10 +165,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
         window_start = time.time()  # evaluation time is not training throughput
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
         checkpoint.save(manager, step, state, train_iter)
+        last_saved = step
         window_start = time.time()  # nor is saving
+      if watch.should_stop():  # SIGTERM / SIGINT on any process: the same step everywhere
+        if last_saved != step:
+          checkpoint.save(manager, step, state, train_iter)
+        manager.wait_until_finished()
+        logging.warning("Stopped by %s after step %d; its checkpoint is in %s. Run the same command to continue.",
+                        watch.name, step, manager.directory)
+        summary["stopped_at_step"] = step
+        break
   finally:
     manager.wait_until_finished()
     writer.close()
+    train_iter.close()
     if batch_log:
       batch_log.close()
   logging.info("Done. TensorBoard logs: %s  checkpoints: %s", os.path.join(workdir, "tensorboard"),
@@ -176,10 +213,15 @@ def main(argv):
     summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except errors.UserError as e:
     sys.exit(f"tx_jax.train: {e}")
+  except Exception as e:  # pylint: disable=broad-except
+    if "No space left on device" not in str(e) and getattr(e, "errno", None) != errno.ENOSPC:
+      raise
+    sys.exit(f"tx_jax.train: no space left on device writing to {os.path.abspath(FLAGS.workdir)} "
+             f"({type(e).__name__}); free space or pass another --workdir. The checkpoints saved before are intact.")
   if jax.process_index() == 0:
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.train"))

@@ -5,9 +5,9 @@ Reads one sentence per line from stdin and writes one translation per line to st
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from tx_jax import decode, errors, logging_utils, tasks
+from tx_jax import command_line, decode, errors, logging_utils, tasks
 from tx_jax.training import experiment
 
 FLAGS = flags.FLAGS
@@ -32,10 +32,22 @@ def translate_lines(workdir: str, lines, *, step=None, beam_size=None, batch_siz
   translated = decode.translate_texts(
     graphdef, params, processor, [t for _, t in texts], batch_size=batch_size,
     beam_size=beam_size or config.beam_size, alpha=config.length_penalty_alpha,
-    max_predict_length=config.max_predict_length)
+    max_predict_length=config.max_predict_length, max_source_length=config.max_eval_target_length)
   for (i, _), t in zip(texts, translated):
     out[i] = t
   return out
+
+
+def read_lines(stream) -> list:
+  """The lines of a byte stream as text: invalid UTF-8 replaced (and counted in a warning), line ends dropped."""
+  lines, replaced = [], 0
+  for raw in stream:
+    line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    replaced += "\ufffd" in line and "\ufffd".encode() not in raw
+    lines.append(line)
+  if replaced:
+    logging.warning("Replaced invalid UTF-8 in %d of %d input lines with U+FFFD.", replaced, len(lines))
+  return lines
 
 
 def main(argv):
@@ -43,7 +55,7 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None:
     raise app.UsageError("--workdir is required.")
-  lines = [line.rstrip("\n") for line in sys.stdin]
+  lines = read_lines(sys.stdin.buffer)
   try:
     translations = translate_lines(FLAGS.workdir, lines, step=FLAGS.step, beam_size=FLAGS.beam_size,
                                    batch_size=FLAGS.batch_size)
@@ -54,4 +66,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.translate"))

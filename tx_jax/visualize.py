@@ -12,7 +12,7 @@ from absl import app, flags
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tx_jax import attention_maps, errors, logging_utils, tasks
+from tx_jax import command_line, attention_maps, errors, logging_utils, tasks
 from tx_jax.training import experiment
 
 FLAGS = flags.FLAGS
@@ -132,4 +132,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.visualize"))

@@ -21,6 +21,11 @@ def make_attention_mask(query_segments, key_segments, causal=False):
   return mask[:, None]
 
 
+# config.attention_impl: "xla" is dot_product_attention below (any mask, dropout, weights to sow);
+# "dot_product_attention" is jax.nn.dot_product_attention (fused kernels on GPU) where no dropout applies.
+ATTENTION_KERNELS = ("xla", "dot_product_attention")
+
+
 def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dropout_rng=None,
                           return_weights=False):
   """softmax(QK^T / sqrt(d) masked) V with grouped-query heads, on plain XLA ops.

@@ -74,6 +74,7 @@ class Task:
       if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"vocabulary {path}")
     tokenizer = tokenizer_lib.Tokenizer(path)
+    tokenizer.processor  # pylint: disable=pointless-statement  (loads now: a missing file is one error here)
     if self.with_mask and tokenizer.piece_to_id("[MASK]") != tokenizer_lib.MASK_ID:
       raise errors.DataError(f"The SentencePiece model {path} has no [MASK] piece at id {tokenizer_lib.MASK_ID} "
                              "(it was trained for another task); delete it or set config.vocab_path to a new file.")

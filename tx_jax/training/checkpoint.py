@@ -9,10 +9,13 @@ whichever files hold them (elastic re-sharding, as long as the count divides con
 import glob
 import json
 import os
+import time
 
 import grain.checkpoint  # registers Grain's Orbax handler (CheckpointSave)
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from absl import logging
 
 from tx_jax import errors
@@ -69,26 +72,73 @@ def data_state(manager: ocp.CheckpointManager, step: int) -> dict | None:
   return merged
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
-  """Restores (state, data position or None) at `step` (newest when None) into the shardings of `abstract_state`.
+def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None, *, set_aside: bool = False):
+  """Restores (state, data position or None) at `step` (newest readable when None) into `abstract_state`'s shardings.
 
   `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings, or of arrays to take them from.
+  Without a `step`, a newest checkpoint that cannot be read (a truncated, missing or garbled file,
+  non-finite values) is reported, naming the step and the cause, and the one before is tried;
+  with `set_aside` (training) such a step's directory is renamed to corrupt_<step>_<time> so no
+  later save overwrites it and no good checkpoint is rotated away in its place. An explicit
+  unreadable `step` is one error.
   """
-  steps = manager.all_steps()
-  if step is None:
-    step = manager.latest_step()
-  if step is None or step not in steps:
+  steps = sorted(manager.all_steps(), reverse=True)
+  if step is not None and step not in steps or not steps:
     raise errors.CheckpointError(
       f"No checkpoint{'' if step is None else f' at step {step}'} in {manager.directory} "
       f"(saved steps: {sorted(steps) or 'none'}); train first with python -m tx_jax.train "
       f"--workdir=... or pass a --step that exists.")
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+  if step is not None:
+    return _restore_step(manager, target, step)
+  first_error = None
+  for candidate in steps:
+    try:
+      return _restore_step(manager, target, candidate)
+    except errors.CheckpointError as e:
+      first_error = first_error or e
+      logging.warning("Checkpoint step %d is unreadable, falling back to the one before: %s", candidate, e)
+      if set_aside:
+        _set_aside(manager, candidate)
+  raise errors.CheckpointError(f"No readable checkpoint in {manager.directory} (tried steps {steps}); the newest "
+                               f"failed with: {first_error}")
+
+
+def _restore_step(manager: ocp.CheckpointManager, target, step: int):
+  """(state, data position) of one step, checked finite; CheckpointError naming the step and the cause."""
   try:
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  except (ValueError, KeyError, FileNotFoundError) as e:
+    state = restored["state"]
+  except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types, some bare)
     raise errors.CheckpointError(
-      f"The checkpoint at step {step} in {manager.directory} does not fit this config's model or is "
-      f"unreadable ({type(e).__name__}: {str(e)[:300]}); check --config matches the one used for "
+      f"the checkpoint at step {step} in {manager.directory} does not fit this config's model or is "
+      f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check --config matches the one used for "
       f"training, or pick another --step.") from None
+  bad = non_finite_leaves(state)
+  if bad:
+    raise errors.CheckpointError(f"the checkpoint at step {step} in {manager.directory} holds non-finite values in "
+                                 f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} (damaged files or a diverged "
+                                 "run); pick another --step.")
   logging.info("Restored checkpoint step %d from %s", step, manager.directory)
-  return restored["state"], data_state(manager, step)
+  return state, data_state(manager, step)
+
+
+def non_finite_leaves(tree) -> list:
+  """Paths of the floating-point leaves of `tree` holding a NaN or infinity."""
+  bad = []
+  for path, x in jax.tree_util.tree_leaves_with_path(tree):
+    if jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.isfinite(x).all()):
+      bad.append(jax.tree_util.keystr(path))
+  return bad
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int):
+  """Renames an unreadable step's directory out of the manager's sight (kept, for inspection)."""
+  source = os.path.join(str(manager.directory), str(step))
+  dest = os.path.join(str(manager.directory), f"corrupt_{step}_{time.strftime('%Y%m%d-%H%M%S')}")
+  if jax.process_index() == 0 and os.path.isdir(source):
+    os.rename(source, dest)
+    logging.warning("Moved the unreadable checkpoint step %d to %s.", step, dest)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+  manager.reload()

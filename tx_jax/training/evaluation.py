@@ -49,7 +49,7 @@ def translation_scores(graphdef, params, processor, pairs, config, mesh=None):
   hypotheses = decode.translate_texts(
     graphdef, params, processor, [p[0] for p in pairs], batch_size=config.eval_batch_size,
     beam_size=config.beam_size, alpha=config.length_penalty_alpha,
-    max_predict_length=config.max_predict_length, mesh=mesh)
+    max_predict_length=config.max_predict_length, mesh=mesh, max_source_length=config.max_eval_target_length)
   references = [[p[1] for p in pairs]]
   bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
   scores = {"bleu": bleu.corpus_score(hypotheses, references), "chrf": chrf.corpus_score(hypotheses, references)}

@@ -4,6 +4,7 @@ import json
 import os
 
 import ml_collections
+from absl import logging
 
 from tx_jax import errors, parallel, tasks
 from tx_jax.models import registry
@@ -40,6 +41,36 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
                                  "or pass the workdir that holds config.json and checkpoints/).")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+# What a --config may change when evaluating a trained run: how it is evaluated, not what it is.
+EVALUATION_FIELDS = ("beam_size", "length_penalty_alpha", "eval_batch_size", "max_predict_length", "num_eval_steps",
+                     "max_eval_target_length", "per_device_batch_size", "mesh_shape", "parallelism", "attention_impl",
+                     "num_predict_sentences", "data_workers", "data_cache_dir")
+
+
+def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections.ConfigDict:
+  """The config to evaluate WORKDIR's run with: its config.json, changed only where it is safe.
+
+  From `given` (a --config), the evaluation fields apply; other fields that differ from the run's
+  are reported and ignored, unless named in `overridden` (explicit --config.<field>=... flags),
+  which always win.
+  """
+  config = workdir_config(workdir)
+  if given is None:
+    return config
+  ignored = []
+  for key, value in given.items():
+    if key in overridden or key in EVALUATION_FIELDS:
+      if config.get(key) != value:
+        logging.info("Evaluating with config.%s=%r (the run trained with %r).", key, value, config.get(key))
+      config[key] = value
+    elif key in config and config[key] != value and not isinstance(value, ml_collections.ConfigDict):
+      ignored.append(f"{key}={config[key]!r} (--config has {value!r})")
+  if ignored:
+    logging.warning("Evaluating with the run's own %s from %s/config.json; override a field explicitly with "
+                    "--config.<field>=... to change it.", ", ".join(ignored), workdir)
+  return config
 
 
 def restore_for_inference(workdir: str, step: int | None = None):

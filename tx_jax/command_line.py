@@ -1,0 +1,45 @@
+"""Command-line parsing shared by the entry points: a mistake in a flag or a config override is one line.
+
+absl and ml_collections report a misspelled `--config.key`, a missing config file or a value of
+the wrong type with a traceback or a two-line FATAL; `flags_parser(program)` turns each into one
+line naming the flag and the fix, before anything is built or compiled.
+"""
+
+import os
+import re
+import sys
+
+from absl import flags
+
+
+def _one_line(error: BaseException) -> str:
+  """The cause of a flag-parsing error, in one line."""
+  text = str(error)
+  if isinstance(error, (AttributeError, KeyError)):
+    suggestion = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+    name = suggestion.group(2) if suggestion else (re.findall(r"\w+", text) or ["?"])[0]
+    hint = f" (did you mean config.{suggestion.group(1)}?)" if suggestion else ""
+    return f"config.{name} is not a config field{hint}; every field is listed in configs/base.py."
+  if isinstance(error, OSError) and "Failed loading config file" in text:
+    tried = [line.strip() for line in text.splitlines() if line.strip().endswith(".py")]
+    return f"cannot load the config file {tried[0] if tried else ''}: no such file; pass --config=configs/<name>.py."
+  return " ".join(text.split())
+
+
+def flags_parser(program: str):
+  """An `app.run(..., flags_parser=...)` parser that exits with one line on a bad flag or override."""
+
+  def parse(argv):
+    for arg in argv[1:]:  # checked first: ml_collections prints a traceback for a missing file
+      path = arg.split("=", 1)[1].split(":", 1)[0] if arg.startswith("--config=") else None
+      if path and not os.path.isfile(path):
+        sys.exit(f"{program}: cannot load the config file {path}: no such file; pass --config=configs/<name>.py.")
+    try:
+      rest = flags.FLAGS(argv)
+      if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+        _ = flags.FLAGS.config  # a config file that fails to load raises here, not while parsing
+      return rest
+    except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+      cause = e.__cause__ if isinstance(e, flags.Error) and e.__cause__ is not None else e
+      sys.exit(f"{program}: {_one_line(cause)}")
+  return parse
