@@ -11,7 +11,6 @@ import sys
 from absl import app, flags
 
 from tx_jax import command_line, errors, logging_utils
-from tx_jax.import_hf import copy_tokenizer
 from tx_jax.interop import export
 from tx_jax.interop import workdir as workdir_lib
 
@@ -29,7 +28,7 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
   """Exports the checkpoint of `workdir` to the HF directory `out_dir`; returns the architecture written."""
   config, params = workdir_lib.read_workdir(workdir, step)
   architecture = export.export_dir(config, params, out_dir)
-  copy_tokenizer(os.path.join(workdir, "tokenizer"), out_dir)
+  workdir_lib.copy_tokenizer(os.path.join(workdir, "tokenizer"), out_dir)
   return architecture
 
 

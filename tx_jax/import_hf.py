@@ -7,7 +7,6 @@ as W's step-0 checkpoint, and the model's tokenizer files in W/tokenizer/.
 
 import json
 import os
-import shutil
 import sys
 
 from absl import app, flags
@@ -18,11 +17,6 @@ from tx_jax.interop import hf_config, hf_weights
 from tx_jax.interop import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
-
-# Tokenizer files copied to W/tokenizer/ when the HF directory has them.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
-                   "merges.txt", "tokenizer.model", "source.spm", "target.spm")
-
 
 def define_flags():
   """The command-line flags (defined on demand, so the module also imports as a library)."""
@@ -51,18 +45,8 @@ def import_dir(hf_dir: str, workdir: str, *, base_config=None, architecture=None
   config.update(hf_config.from_hf(read_hf_config(hf_dir), architecture))
   params = hf_weights.to_tx_params(config, hf_weights.read_state_dict(hf_dir))
   workdir_lib.write_workdir(workdir, config, params)
-  copy_tokenizer(hf_dir, os.path.join(workdir, "tokenizer"))
+  workdir_lib.copy_tokenizer(hf_dir, os.path.join(workdir, "tokenizer"))
   return config
-
-
-def copy_tokenizer(src_dir: str, dst_dir: str) -> list:
-  """Copies the tokenizer files of TOKENIZER_FILES that `src_dir` has into `dst_dir`; returns their names."""
-  names = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(src_dir, n))]
-  if names:
-    os.makedirs(dst_dir, exist_ok=True)
-  for name in names:
-    shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
-  return names
 
 
 def main(argv):

@@ -7,6 +7,7 @@ position (checkpoint.restore then reports none, and training starts its data fro
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,9 @@ from tx_jax.training import checkpoint
 from tx_jax.training import step as step_lib
 
 IMPORT_STEP = 0
+# Tokenizer files copied to W/tokenizer/ when the HF directory has them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
+                   "merges.txt", "tokenizer.model", "source.spm", "target.spm")
 
 
 def _optimizer_state(config: dict, params):
@@ -61,3 +65,13 @@ def read_workdir(workdir: str, step: int | None = None):
   state = restored["state"]
   params = state["params"] if isinstance(state, dict) else state.params
   return config, params
+
+
+def copy_tokenizer(src_dir: str, dst_dir: str) -> list:
+  """Copies the tokenizer files of TOKENIZER_FILES that `src_dir` has into `dst_dir`; returns their names."""
+  names = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(src_dir, n))]
+  if names:
+    os.makedirs(dst_dir, exist_ok=True)
+  for name in names:
+    shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+  return names
