@@ -12,7 +12,6 @@ import os
 
 import jax
 import numpy as np
-from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -149,9 +148,9 @@ class Task:
     return []
 
 
-def sample_log(name: str, count: int, of: int):
-  """Logs how many records a baseline was computed on."""
-  logging.info("%s baseline from %d of %d training records", name, count, of)
+def dropout_rngs(deterministic: bool, rng):
+  """The nnx.Rngs that draw dropout from `rng` in a training step; None when evaluating."""
+  return nnx.Rngs(dropout=rng) if not deterministic and rng is not None else None
 
 
 def tokens_of(examples: list, key: str = "targets") -> np.ndarray:

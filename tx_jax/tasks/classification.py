@@ -37,7 +37,7 @@ class Classification(base.Task):
     return {"inputs": np.zeros((length,), np.int32), "labels": np.int32(-1)}
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
-    rngs = base.nnx.Rngs(dropout=rng) if not deterministic and rng is not None else None
+    rngs = base.dropout_rngs(deterministic, rng)
     logits = model.classify(batch["inputs"], deterministic=deterministic, rngs=rngs)
     return losses.classification_sums(logits, batch["labels"], label_smoothing)
 

@@ -30,7 +30,7 @@ class LanguageModel(base.Task):
     return pipeline.empty_packed_row({"targets": length})
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
-    rngs = base.nnx.Rngs(dropout=rng) if not deterministic and rng is not None else None
+    rngs = base.dropout_rngs(deterministic, rng)
     segments = batch["targets_segment_ids"]
     logits = model(batch["decoder_inputs"], segments=segments, positions=batch["targets_positions"],
                    deterministic=deterministic, rngs=rngs)  # reads only the (shifted) targets

@@ -38,7 +38,7 @@ class MaskedLM(language_model.LanguageModel):
   with_mask = True
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
-    rngs = base.nnx.Rngs(dropout=rng) if not deterministic and rng is not None else None
+    rngs = base.dropout_rngs(deterministic, rng)
     key = jax.random.key(EVAL_MASK_SEED) if deterministic or rng is None else jax.random.fold_in(rng, 1)
     inputs, selected = mask_tokens(batch["targets"], key, vocab_size=model.cfg.vocab_size, mask_rate=mask_rate)
     logits = model(inputs, segments=batch["targets_segment_ids"], positions=batch["targets_positions"],

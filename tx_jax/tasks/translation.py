@@ -15,10 +15,15 @@ def encode_text(tokenizer, text: str, max_length: int):
   return None if len(ids) + 1 > max_length else np.asarray(ids + [base.tokenizer_lib.EOS_ID], np.int32)
 
 
+def block_sizes(cfg):
+  """(emb_dim, query width, key/value width, feed-forward weights) of one block: what its matmuls cost per token."""
+  d, q, kv = cfg.emb_dim, cfg.num_heads * cfg.qkv_head_dim, cfg.kv_heads * cfg.qkv_head_dim
+  return d, q, kv, (3 if cfg.activation == "swiglu" else 2) * d * cfg.mlp_dim
+
+
 def sequence_flops(cfg, batch: dict, layers: int, head: bool) -> float:
   """Forward multiply-adds of a single-stack model over the non-padding tokens of batch["targets"|"inputs"]."""
-  d, q, kv = cfg.emb_dim, cfg.num_heads * cfg.qkv_head_dim, cfg.kv_heads * cfg.qkv_head_dim
-  ffn = (3 if cfg.activation == "swiglu" else 2) * d * cfg.mlp_dim
+  d, q, kv, ffn = block_sizes(cfg)
   key = "targets" if "targets" in batch else "inputs"
   scores = 2 * batch[key].shape[1] * q  # QK^T and weights x V, per query token, over the whole row
   per_token = layers * (2 * d * q + 2 * d * kv + ffn + scores) + (d * cfg.vocab_size if head else 0)
@@ -51,7 +56,7 @@ class Translation(base.Task):
     return pipeline.empty_packed_row({"inputs": length, "targets": length})
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
-    rngs = base.nnx.Rngs(dropout=rng) if not deterministic and rng is not None else None
+    rngs = base.dropout_rngs(deterministic, rng)
     segments = batch["targets_segment_ids"]
     logits = model(batch["inputs"], batch["decoder_inputs"],
                    input_segments=batch["inputs_segment_ids"], target_segments=segments,
@@ -60,8 +65,7 @@ class Translation(base.Task):
     return losses.loss_sums(logits, batch["targets"], segments != 0, label_smoothing)
 
   def forward_flops(self, cfg, batch):
-    d, q, kv = cfg.emb_dim, cfg.num_heads * cfg.qkv_head_dim, cfg.kv_heads * cfg.qkv_head_dim
-    ffn = (3 if cfg.activation == "swiglu" else 2) * d * cfg.mlp_dim
+    d, q, kv, ffn = block_sizes(cfg)
     self_attention = 2 * d * q + 2 * d * kv
     n, n_source = batch["targets"].shape[1], batch["inputs"].shape[1]
     per_source = cfg.num_encoder_layers * (self_attention + ffn + 2 * n_source * q) + cfg.num_decoder_layers * 2 * d * kv
