@@ -229,3 +229,20 @@ def test_the_task_registry_is_the_only_place_a_task_name_is_compared():
           offenders += [f"{path}:{n}" for n, line in enumerate(f, 1) if compare.search(line)]
   assert not offenders, offenders
   assert "TASK_FAMILY" not in open(os.path.join(REPO, "tx_jax", "configuration.py")).read()
+
+
+def test_no_entry_point_imports_another():
+  """Modules with a command line (app.run) are leaves: the libraries hold what two tools share."""
+  package = os.path.join(REPO, "tx_jax")
+  entry_points = {n[:-3] for n in os.listdir(package) if n.endswith(".py")
+                  and 'if __name__ == "__main__":' in open(os.path.join(package, n), encoding="utf-8").read()}
+  assert {"train", "evaluate", "average", "translate", "visualize"} <= entry_points
+  imports = re.compile(rf"^\s*(from tx_jax import .*\b({'|'.join(entry_points)})\b|import tx_jax\.({'|'.join(entry_points)})\b"
+                       rf"|from tx_jax\.({'|'.join(entry_points)}) import)")
+  offenders = []
+  for root, _, files in os.walk(package):
+    for name in files:
+      if name.endswith(".py"):
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+          offenders += [f"{name}:{n}: {line.strip()}" for n, line in enumerate(f, 1) if imports.search(line)]
+  assert not offenders, offenders

@@ -234,3 +234,20 @@ def test_cli_user_mistakes_print_one_line(tmp_path, references, good, case):
   expected = {"mismatched": "has 49 lines but the references have 50", "one_system": "at least two",
               "missing_file": "cannot read --system="}[case]
   assert expected in lines[0]
+
+
+def test_confidence_on_a_tiny_test_set_where_resamples_score_zero():
+  """Resamples of a few sentences often match nothing (chrF and BLEU 0.0, float32 elsewhere): CIs still come out.
+
+  SacreBLEU 2.6 itself raises "don't know how to coerce float and float32" on this chrF bootstrap.
+  """
+  references = ["The dialog shows the selected text when you press Enter.",
+                "This function updates all hidden rows in the active sheet.",
+                "The spreadsheet removes the current page before the file is closed.",
+                "A new window inserts a list of styles.", "The toolbar selects the print range.",
+                "Your document formats every comment."]
+  hypotheses = ["x y z"] * 3 + ["The dialog shows the selected"] + ["q"] * 2
+  out = scores.corpus_scores(hypotheses, references, n_bootstrap=200)
+  assert out["chrF"]["score"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+  for metric in scores.METRICS:
+    assert isinstance(out[metric]["mean"], float) and out[metric]["ci95"] >= 0.0

@@ -78,12 +78,15 @@ def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
     references = f.read().split("\n")[:-1]
   assert len(hypotheses) == len(references) == 64
   assert summary["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
-  assert summary["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
-  assert summary["chrf_signature"].startswith("nrefs:1")
+  assert summary["scores"]["chrF"]["score"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+  assert summary["scores"]["TER"]["score"] == pytest.approx(sacrebleu.corpus_ter(hypotheses, [references]).score)
+  for m in ("BLEU", "chrF", "TER"):  # SacreBLEU's signature and a bootstrap interval around its own score
+    assert summary["scores"][m]["signature"].startswith("nrefs:1")
+    assert summary["scores"][m]["ci95"] >= 0
   acc.Reload()  # evaluate wrote its results at the checkpoint's step
   assert [e.step for e in acc.Scalars("eval/test/bleu")] == [tiny_config.num_train_steps]
   with open(os.path.join(workdir, "eval", f"test_step{summary['step']}.json")) as f:
-    assert json.load(f)["bleu_signature"].startswith("nrefs:1")
+    assert json.load(f)["scores"]["BLEU"]["signature"].startswith("nrefs:1")
 
   # The same checkpoint through the command line: stdin lines -> stdout lines, blank lines kept.
   with open(os.path.join(tiny_config.data_dir, "test.de"), encoding="utf-8") as f:

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from conftest import make_tiny_config
-from tx_jax import attention_maps, errors, train, visualize
+from tx_jax import attention_maps, attention_plots, errors, train, visualize
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.models import attention, registry
 from tx_jax.models.config import ModelConfig
@@ -126,7 +126,7 @@ def test_sown_weights_are_the_softmax_and_default_model_sows_nothing(kv_heads):
 def test_figure_is_a_layers_by_heads_grid_and_saves_a_png(restored, tmp_path):
   config, graphdef, params, processor = restored
   m = attention_maps.attention_weights(graphdef, params, config, processor, TEXT)["cross"]
-  fig = visualize.plot_attention(m.weights, m.query_labels, m.key_labels, "cross")
+  fig = attention_plots.plot_attention(m.weights, m.query_labels, m.key_labels, "cross")
   panels = [ax for ax in fig.axes if ax.images]
   assert len(panels) == LAYERS * HEADS
   bottom_left = panels[(LAYERS - 1) * HEADS]
@@ -160,7 +160,7 @@ def test_cli_writes_one_png_per_kind(trained_workdir, tmp_path):
 def test_attention_image_goes_to_tensorboard(restored, tmp_path):
   from tensorboard.backend.event_processing import event_accumulator
   config, graphdef, params, processor = restored
-  image = visualize.attention_image(graphdef, params, config, processor, TEXT)
+  image = attention_plots.attention_image(graphdef, params, config, processor, TEXT)
   assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.std() > 0
   writer = metrics.MetricWriter(str(tmp_path))
   writer.image(7, "eval/attention", image)

@@ -1,12 +1,13 @@
 """Evaluate a checkpoint of any task on a split, beside the baseline it must beat.
 
-- translation: SacreBLEU BLEU and chrF (with signatures) of beam-search translations;
+- translation: SacreBLEU BLEU, chrF and TER of beam-search translations, each with its signature and
+  95 % bootstrap confidence interval (tx_jax.inference.scores);
 - lm: perplexity and bits per byte, beside a unigram model's perplexity;
 - mlm: masked-token accuracy and perplexity, beside the most frequent token's accuracy and a unigram's perplexity;
 - classification: accuracy and macro-F1, beside always answering the majority class.
 
-Usage: python -m tx_jax.evaluate --config=configs/default.py --workdir=DIR [--step=N] [--split=test]
-Results go to WORKDIR/eval/<split>_step<N>.json and to TensorBoard as eval/<split>/... at step N.
+Usage: python -m tx_jax.evaluate --config=configs/default.py --workdir=DIR [--step=N | --average_last=K] [--split=test]
+Results go to WORKDIR/eval/<split>_step<N>[_avg<K>].json and to TensorBoard as eval/<split>/... at step N.
 Restores onto whatever devices this process has, however many the training used.
 """
 
@@ -21,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
-from tx_jax.training import checkpoint, evaluation, experiment, metrics
+from tx_jax.training import averaging, checkpoint, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
 
@@ -34,42 +35,55 @@ def define_flags():
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the newest.")
   flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
   flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
+  flags.DEFINE_integer("average_last", 0, "Evaluate the mean of the parameters of the newest N checkpoints "
+                       "(0: one checkpoint); python -m tx_jax.average writes such an average as a workdir.")
 
 
-def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0) -> dict:
-  """Restores a checkpoint and reports the task's metrics on the whole `split` (see the module doc)."""
+def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0,
+             average_last: int = 0) -> dict:
+  """Restores a checkpoint (or averages the newest `average_last`) and reports the task's metrics on `split`."""
   configuration.validate(config)
   task = tasks.get(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh(config.mesh_shape)
   tokenizer = task.tokenizer(config)  # never trained here: a missing vocabulary is an error
   graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
-  state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract_state, step)
+  manager = checkpoint.make_manager(workdir, read_only=True)
+  if average_last:
+    if step is not None:
+      raise errors.ConfigError("--step and --average_last exclude each other (an average is of the newest steps).")
+    averaged = averaging.last_steps(manager, average_last)
+    state, _ = averaging.average_states(manager, abstract_state, averaged)
+  else:
+    state, _ = checkpoint.restore(manager, abstract_state, step)
   step = int(jax.device_get(state.step))
+  name = f"{split}_step{step}" + (f"_avg{average_last}" if average_last else "")  # of the results files
   results = evaluation.loss_metrics(eval_fn, state.params, task, tokenizer, split, config, mesh, prefix=split,
                                     max_batches=-1)
   summary = {"step": step, "split": split, "task": task.name, "metrics": results}
+  if average_last:
+    summary["averaged_steps"] = averaged
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   results.update(task.baselines(config, tokenizer, split, results))
   if tasks.is_translation(config):
     pairs = task.pairs(config, split, max_sentences)
     start = time.time()
-    scores, hypotheses = evaluation.translation_scores(graphdef, state.params, tokenizer, pairs, config, mesh)
-    results.update({f"{split}/bleu": scores["bleu"].score, f"{split}/chrf": scores["chrf"].score,
-                    f"{split}/sentences": len(pairs), f"{split}/decode_seconds": time.time() - start})
-    translations = os.path.join(out_dir, f"{split}_step{step}.{config.target_language}")
+    scores, hypotheses = evaluation.translation_scores(graphdef, state.params, tokenizer, pairs, config, mesh,
+                                                       confidence=True)
+    results.update({f"{split}/{m.lower()}": scores[m]["score"] for m in scores})  # test/bleu, test/chrf, test/ter
+    results.update({f"{split}/sentences": len(pairs), f"{split}/decode_seconds": time.time() - start})
+    translations = os.path.join(out_dir, f"{name}.{config.target_language}")
     if jax.process_index() == 0:
       with open(translations, "w", encoding="utf-8") as f:
         f.writelines(h + "\n" for h in hypotheses)
-    summary.update({"bleu": scores["bleu"].score, "bleu_signature": scores["bleu_signature"],
-                    "bleu_details": str(scores["bleu"]), "chrf": scores["chrf"].score,
-                    "chrf_signature": scores["chrf_signature"], "translations": translations})
+    summary.update({"bleu": scores["BLEU"]["score"], "scores": scores, "translations": translations})
   if jax.process_index() == 0:
-    with open(os.path.join(out_dir, f"{split}_step{step}.json"), "w") as f:
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
       json.dump(summary, f, indent=2)
   writer = metrics.MetricWriter(workdir)
-  writer.scalars(step, {f"eval/{k}": v for k, v in results.items() if math.isfinite(v)})
+  tag = f"eval/avg{average_last}/" if average_last else "eval/"  # an average never overwrites its step's own scalars
+  writer.scalars(step, {tag + k: v for k, v in results.items() if math.isfinite(v)})
   writer.close()
   logging.info("%s", summary)
   return summary
@@ -90,7 +104,7 @@ def main(argv):
   overridden = [arg.split("=", 1)[0][len("--config."):] for arg in sys.argv if arg.startswith("--config.")]
   try:
     config = experiment.evaluation_config(FLAGS.workdir, FLAGS.config, overridden)
-    summary = evaluate(config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences)
+    summary = evaluate(config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences, FLAGS.average_last)
   except errors.UserError as e:
     sys.exit(f"tx_jax.evaluate: {e}")
   print(report(summary))

@@ -16,7 +16,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks, visualize
+from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
+from tx_jax import attention_plots
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
@@ -151,12 +152,12 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         pairs = task.pairs(config, "validation", config.num_predict_sentences) if tasks.is_translation(config) else []
         if pairs:
           scores, hyps = evaluation.translation_scores(graphdef, state.params, tokenizer, pairs, config, mesh)
-          eval_summary["eval/bleu"], eval_summary["eval/chrf"] = scores["bleu"].score, scores["chrf"].score
+          eval_summary.update({f"eval/{m.lower()}": scores[m]["score"] for m in scores})  # eval/bleu, chrf, ter
           writer.text(step, "eval/translations", "\n\n".join(
             f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
         if config.get("attention_images", False):  # the first validation text's attention, as a picture
           first = task.records(config, "validation")[0]
-          writer.image(step, "eval/attention", visualize.attention_image(
+          writer.image(step, "eval/attention", attention_plots.attention_image(
             graphdef, state.params, config, tokenizer, first.get("source", first.get("text"))))
         writer.scalars(step, eval_summary)
         writer.flush()

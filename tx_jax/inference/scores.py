@@ -24,9 +24,36 @@ ALPHA = 0.05  # a difference is called significant when p < ALPHA
 _SEED_ENV = "SACREBLEU_SEED"
 
 
+class _FloatScores:
+  """A SacreBLEU metric whose scores are Python floats.
+
+  SacreBLEU 2.6 bootstraps over float32 statistics, so a resample's score is a numpy float32, except
+  where BLEU returns a literal 0.0 (a resample without one matching 4-gram, common on small test sets);
+  its `statistics.mean` over that mix raises "don't know how to coerce float and float32". SacreBLEU's
+  own computation is kept; only the type of its result changes.
+  """
+
+  def _compute_score_from_stats(self, stats):
+    score = super()._compute_score_from_stats(stats)
+    score.score = float(score.score)
+    return score
+
+
+class _BLEU(_FloatScores, BLEU):
+  pass
+
+
+class _CHRF(_FloatScores, CHRF):
+  pass
+
+
+class _TER(_FloatScores, TER):
+  pass
+
+
 def _new_metrics():
   """Fresh SacreBLEU metric objects with default settings, keyed by our metric names (objects keep state)."""
-  return {"BLEU": BLEU(), "chrF": CHRF(), "TER": TER()}
+  return {"BLEU": _BLEU(), "chrF": _CHRF(), "TER": _TER()}
 
 
 @contextlib.contextmanager

@@ -80,8 +80,14 @@ class Translation(base.Task):
     return [(r["source"], r["target"]) for r in (records[i] for i in range(n))]
 
   def report(self, summary):
-    if "bleu" not in summary:
+    if "scores" not in summary:
       return []
-    return [f"SacreBLEU {summary['bleu']:.2f}  ({summary['bleu_details']})", f"signature: {summary['bleu_signature']}",
-            f"chrF {summary['chrf']:.2f}  signature: {summary['chrf_signature']}",
-            f"translations: {summary['translations']}"]
+    lines = []
+    for m in ("BLEU", "chrF", "TER"):
+      score = summary["scores"][m]
+      ci = f" +- {score['ci95']:.2f} (95 % bootstrap CI)" if score.get("ci95") is not None else ""
+      lines.append(f"{score['name']} {score['score']:.2f}{ci}  signature: {score['signature']}")
+    lines.append(f"SacreBLEU {summary['scores']['BLEU']['details']}")
+    if summary.get("averaged_steps"):
+      lines.append(f"parameters: the mean of steps {', '.join(map(str, summary['averaged_steps']))}")
+    return lines + [f"translations: {summary['translations']}"]

@@ -4,12 +4,12 @@ import math
 
 import jax
 import numpy as np
-import sacrebleu
 
 from jax.experimental import multihost_utils
 
 from tx_jax import decode, parallel
 from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.inference import scores
 from tx_jax.training import metrics
 
 
@@ -41,20 +41,17 @@ def all_done(done: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.asarray(done))))
 
 
-def translation_scores(graphdef, params, processor, pairs, config, mesh=None):
-  """Beam-search translations of `pairs`' sources and their SacreBLEU scores.
+def translation_scores(graphdef, params, processor, pairs, config, mesh=None, *, confidence: bool = False):
+  """Beam-search translations of `pairs`' sources and their SacreBLEU BLEU, chrF and TER.
 
-  Returns ({"bleu", "chrf": sacrebleu results, "bleu_signature", "chrf_signature": str}, hypotheses).
+  Returns (tx_jax.inference.scores.corpus_scores(...) of the hypotheses, hypotheses); with
+  `confidence`, each metric carries its 95 % bootstrap interval (1000 resamples, seeded).
   """
   hypotheses = decode.translate_texts(
     graphdef, params, processor, [p[0] for p in pairs], batch_size=config.eval_batch_size,
     beam_size=config.beam_size, alpha=config.length_penalty_alpha,
     max_predict_length=config.max_predict_length, mesh=mesh, max_source_length=config.max_eval_target_length)
-  references = [[p[1] for p in pairs]]
-  bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
-  scores = {"bleu": bleu.corpus_score(hypotheses, references), "chrf": chrf.corpus_score(hypotheses, references)}
-  scores.update(bleu_signature=str(bleu.get_signature()), chrf_signature=str(chrf.get_signature()))
-  return scores, hypotheses
+  return scores.corpus_scores(hypotheses, [p[1] for p in pairs], confidence=confidence), hypotheses
 
 
 def bits_per_byte(mean_nll: float, evaluated: list, processor) -> float:

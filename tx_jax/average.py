@@ -1,0 +1,78 @@
+"""Average the parameters of a run's newest checkpoints into a new workdir every entry point reads.
+
+Usage: python -m tx_jax.average --workdir=W --last=N [--out=W_avgN]
+
+The new workdir holds W's config.json and one checkpoint, at the newest averaged step, whose
+parameters are the mean of the last N checkpoints' (optimizer state and RNG of the newest one);
+`tx_jax.evaluate`, `translate`, `generate` and `visualize` read it as they read W.
+`tx_jax.evaluate --average_last=N` scores such an average without writing it.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import jax
+import orbax.checkpoint as ocp
+from absl import app, flags, logging
+
+from tx_jax import command_line, errors, logging_utils, parallel
+from tx_jax.training import averaging, checkpoint, experiment
+
+FLAGS = flags.FLAGS
+AVERAGE_FILE = "average.json"  # in the new workdir: which run and steps it averages
+
+
+def define_flags():
+  """The command-line flags (defined on demand, so the module also imports as a library)."""
+  flags.DEFINE_string("workdir", None, "The tx_jax.train workdir whose checkpoints are averaged.")
+  flags.DEFINE_integer("last", 5, "How many of the newest checkpoints to average.")
+  flags.DEFINE_string("out", None, "The new workdir; default: WORKDIR_avgN beside WORKDIR.")
+
+
+def average_workdir(workdir: str, last: int, out: str | None = None) -> dict:
+  """Writes the average of `workdir`'s newest `last` checkpoints as the workdir `out`; returns what it wrote."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  out = os.path.abspath(os.path.expanduser(out or f"{workdir.rstrip('/')}_avg{last}"))
+  if out == workdir:
+    raise errors.ConfigError("--out must differ from --workdir (the average goes into a new workdir).")
+  if os.path.exists(os.path.join(out, "checkpoints")):
+    raise errors.ConfigError(f"{out} already holds checkpoints; pass another --out or delete it first.")
+  config = experiment.workdir_config(workdir)
+  source = checkpoint.make_manager(workdir, read_only=True)
+  steps = averaging.last_steps(source, last)
+  mesh = parallel.make_mesh((-1, 1, 1))
+  _, abstract_state, _, _ = experiment.build(config, mesh, abstract_only=True)
+  state, _ = averaging.average_states(source, abstract_state, steps)
+  if jax.process_index() == 0:
+    os.makedirs(out, exist_ok=True)
+    shutil.copyfile(os.path.join(workdir, "config.json"), os.path.join(out, "config.json"))
+  target = checkpoint.make_manager(out, max_to_keep=1)
+  # No data position: a run continued from an average starts its data from the beginning.
+  target.save(steps[-1], args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+  target.wait_until_finished()
+  target.close()
+  record = {"source": workdir, "steps": steps, "out": out}
+  if jax.process_index() == 0:
+    with open(os.path.join(out, AVERAGE_FILE), "w") as f:
+      json.dump(record, f, indent=2)
+  logging.info("Averaged steps %s of %s into %s", steps, workdir, out)
+  return record
+
+
+def main(argv):
+  del argv
+  logging_utils.quiet_library_logs()
+  if FLAGS.workdir is None:
+    raise app.UsageError("--workdir is required.")
+  try:
+    record = average_workdir(FLAGS.workdir, FLAGS.last, FLAGS.out)
+  except errors.UserError as e:
+    sys.exit(f"tx_jax.average: {e}")
+  print(f"averaged steps {', '.join(map(str, record['steps']))} of {record['source']} into {record['out']}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=command_line.flags_parser("tx_jax.average"))

@@ -1,0 +1,42 @@
+"""Checkpoint averaging: the mean of the parameters of a run's newest N checkpoints (fairseq's recipe).
+
+The Transformer results of Vaswani et al. and fairseq average the last checkpoints of a run
+before decoding; the mean is taken leaf by leaf in float32 and cast back to each leaf's dtype.
+Orbax has no averaging, so the loop over steps is written here; each step is read with
+tx_jax.training.checkpoint's checked restore (an unreadable step is an error, not skipped:
+an average must say exactly which steps it holds).
+"""
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from tx_jax import errors
+from tx_jax.training import checkpoint
+
+
+def last_steps(manager: ocp.CheckpointManager, last: int) -> list:
+  """The newest `last` saved steps, oldest first; CheckpointError when the run has fewer."""
+  if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+    raise errors.ConfigError(f"--last / --average_last={last!r} must be a positive number of checkpoints.")
+  steps = sorted(manager.all_steps())
+  if len(steps) < last:
+    raise errors.CheckpointError(
+      f"{manager.directory} holds {len(steps)} checkpoint(s) (steps {steps or 'none'}), fewer than the {last} to "
+      "average; average fewer, or keep more with --config.max_checkpoints_to_keep when training.")
+  return steps[-last:]
+
+
+def average_states(manager: ocp.CheckpointManager, abstract_state, steps: list):
+  """(state of the newest of `steps` with its params replaced by the mean over `steps`, that state's data position).
+
+  The optimizer state, step and RNG are the newest step's, so training can continue from an average.
+  """
+  total, newest, data = None, None, None
+  for step in steps:
+    state, data = checkpoint.restore(manager, abstract_state, step)
+    as_f32 = jax.tree.map(lambda x: x.astype(jnp.float32), state.params)
+    total = as_f32 if total is None else jax.tree.map(jnp.add, total, as_f32)
+    newest = state
+  mean = jax.tree.map(lambda s, p: (s / len(steps)).astype(p.dtype), total, newest.params)
+  return newest.replace(params=mean), data
