@@ -38,7 +38,8 @@ def get_config():
   config.max_predict_length = 256
   config.vocab_sample_sentences = 2_000_000  # the vocabulary is trained on a uniform sample of this many records
   config.data_shards = 0  # logical shards of the training data, fixed for a run; 0: one per process
-  config.data_workers = 1  # Grain worker processes per shard tokenizing and packing ahead of the step; 0: none
+  config.data_workers = -1  # Grain worker processes per shard tokenizing and packing; 0: none (a thread
+  # prefetches either way); -1: none on a CPU backend, whose cores run the model, 2 on GPU/TPU hosts
 
   # Model.
   config.emb_dim = 256
@@ -109,7 +110,11 @@ def get_config():
   config.attention_images = False  # True: eval also draws the first validation text's attention maps in TensorBoard
   config.log_batches = False  # True: WORKDIR/batches_process<i>.jsonl gets a SHA-1 of every training batch
   config.checkpoint_every_steps = 500
-  config.max_checkpoints_to_keep = 3
+  config.max_checkpoints_to_keep = 3  # the newest N; keep-best ones come on top
+  config.best_metric = ""  # e.g. "eval/bleu" or "eval/loss": every evaluation saves, the best keep_best stay
+  config.best_mode = "auto"  # auto (min for loss/perplexity/ter/nll, else max) | min | max
+  config.keep_best = 1
+  config.early_stopping_patience = 0  # stop after this many evaluations without a new best (0: never)
   config.beam_size = 4
   config.length_penalty_alpha = 0.6
   config.eval_batch_size = 64  # sentences per decoding batch

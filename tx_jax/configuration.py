@@ -20,13 +20,14 @@ CHOICES = {
   "parallelism": ("jit", "pmap"),
   "remat_policy": tuple(REMAT_POLICIES),
   "attention_impl": tuple(ATTENTION_KERNELS),
+  "best_mode": ("auto", "min", "max"),
 }
 POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_batch_size", "num_train_steps",
                  "max_target_length", "max_eval_target_length", "max_predict_length", "log_every_steps",
                  "eval_every_steps", "checkpoint_every_steps", "beam_size", "eval_batch_size",
-                 "grad_accum_steps", "vocab_sample_sentences", "max_checkpoints_to_keep", "max_len")
+                 "grad_accum_steps", "vocab_sample_sentences", "max_checkpoints_to_keep", "max_len", "keep_best")
 # 0 means the default where it is allowed: one data shard per process, no workers, num_heads KV heads, ...
-NON_NEGATIVE_INTS = ("data_shards", "data_workers", "warmup_steps", "num_encoder_layers", "num_decoder_layers",
+NON_NEGATIVE_INTS = ("data_shards", "early_stopping_patience", "warmup_steps", "num_encoder_layers", "num_decoder_layers",
                      "num_kv_heads", "head_dim", "num_predict_sentences", "num_token_types", "num_classes", "pad_id",
                      "seed")
 NON_NEGATIVE = ("weight_decay", "grad_clip_norm", "length_penalty_alpha")
@@ -63,6 +64,8 @@ def validate(config):
   for field in NON_NEGATIVE_INTS:
     if field in config and not (_is_int(config[field]) and config[field] >= 0):
       _fail(field, config[field], "must be a non-negative integer.")
+  if "data_workers" in config and not (_is_int(config.data_workers) and config.data_workers >= -1):
+    _fail("data_workers", config.data_workers, "must be a number of worker processes >= 0, or -1 (automatic).")
   for field in NON_NEGATIVE:
     if field in config and not (_is_number(config[field]) and config[field] >= 0):
       _fail(field, config[field], "must be a non-negative number.")
@@ -80,6 +83,12 @@ def validate(config):
   if "num_eval_steps" in config and not (_is_int(config.num_eval_steps) and (config.num_eval_steps > 0
                                                                              or config.num_eval_steps == -1)):
     _fail("num_eval_steps", config.num_eval_steps, "must be a positive integer, or -1 for the whole split.")
+  best_metric = config.get("best_metric", "")
+  if not isinstance(best_metric, str) or best_metric and not best_metric.startswith("eval/"):
+    _fail("best_metric", best_metric, 'must name an evaluation scalar such as "eval/bleu" or "eval/loss" '
+          '(or be "" for none).')
+  if config.get("early_stopping_patience", 0) and not best_metric:
+    _fail("early_stopping_patience", config.early_stopping_patience, 'needs config.best_metric (e.g. "eval/loss").')
   task = tasks.get(config)
   if config.get("model_family", task.family) != task.family:
     _fail("model_family", config.model_family, f"cannot be trained on config.task={task.name!r}; it needs "

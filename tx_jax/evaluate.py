@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
-from tx_jax.training import averaging, checkpoint, evaluation, experiment, metrics
+from tx_jax.training import averaging, best, checkpoint, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
 
@@ -32,7 +32,8 @@ def define_flags():
   config_flags.DEFINE_config_file("config", None, "Optional: evaluation settings (beam_size, ...) over the run's own "
                                   "WORKDIR/config.json; --config.<field>=... overrides any field.")
   flags.DEFINE_string("workdir", None, "Directory with the checkpoints of a training run.")
-  flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the newest.")
+  flags.DEFINE_string("step", None, "Checkpoint step to evaluate, or 'best' (the best by the run's "
+                      "config.best_metric); default: the newest.")
   flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
   flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
   flags.DEFINE_integer("average_last", 0, "Evaluate the mean of the parameters of the newest N checkpoints "
@@ -48,7 +49,9 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   mesh = parallel.make_mesh(config.mesh_shape)
   tokenizer = task.tokenizer(config)  # never trained here: a missing vocabulary is an error
   graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
-  manager = checkpoint.make_manager(workdir, read_only=True)
+  manager = checkpoint.make_manager(workdir, read_only=True, best_metric=config.get("best_metric", ""),
+                                    best_mode=best.mode(config) if config.get("best_metric") else "max")
+  step = checkpoint_step(manager, config, step)
   if average_last:
     if step is not None:
       raise errors.ConfigError("--step and --average_last exclude each other (an average is of the newest steps).")
@@ -87,6 +90,24 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   writer.close()
   logging.info("%s", summary)
   return summary
+
+
+def checkpoint_step(manager, config, step) -> int | None:
+  """`step` as a number: None (the newest), an int or its digits, or "best" (by the run's config.best_metric)."""
+  if step is None or isinstance(step, int):
+    return step
+  if str(step).isdigit():
+    return int(step)
+  if step != "best":
+    raise errors.ConfigError(f"--step={step} is neither a step number nor 'best'.")
+  if not config.get("best_metric"):
+    raise errors.ConfigError("--step=best needs a run trained with config.best_metric (e.g. \"eval/bleu\"); this "
+                             "one kept no metrics. Pass a step number.")
+  found = manager.best_step()
+  if found is None:
+    raise errors.CheckpointError(f"No checkpoint in {manager.directory} carries {config.best_metric} yet.")
+  logging.info("The best checkpoint by %s is step %d.", config.best_metric, found)
+  return found
 
 
 def report(s: dict) -> str:

@@ -21,7 +21,7 @@ from tx_jax import attention_plots
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
-from tx_jax.training import checkpoint, divergence, evaluation, experiment, init_from, metrics, perf, preemption
+from tx_jax.training import best, checkpoint, divergence, evaluation, experiment, init_from, metrics, perf, preemption
 from tx_jax.training import workdir_lock
 
 FLAGS = flags.FLAGS
@@ -43,7 +43,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming from WORKDIR's newest checkpoint), evaluating and checkpointing periodically.
 
   SIGTERM or SIGINT stops it after the current step with a checkpoint there (summary
-  "stopped_at_step"); a non-finite loss stops it with divergence.TrainingDiverged, saving nothing.
+  "stopped_at_step"); a non-finite loss stops it with divergence.TrainingDiverged, saving nothing;
+  with config.early_stopping_patience, it stops once the best_metric stops improving ("early_stopped_at_step").
   """
   configuration.validate(config)
   workdir = writable_workdir(workdir)
@@ -71,7 +72,9 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   task = tasks.get(config)
   tokenizer = task.tokenizer(config, train=True)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
-  manager = checkpoint.make_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  manager = checkpoint.make_manager(workdir, preservation_policy=best.preservation_policy(config),
+                                    best_metric=config.best_metric,
+                                    best_mode=best.mode(config) if config.best_metric else "max")
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
@@ -82,6 +85,13 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     state = state.replace(params=init_from.load_matching_params(config.init_from, state.params))
   first_step = int(jax.device_get(state.step))
   last_saved = first_step if manager.all_steps() else None
+  tracker = best.Tracker.from_config(config, last_saved is not None and checkpoint.loop_state(manager, first_step)) \
+    if config.best_metric else None
+  if tracker and tracker.should_stop():
+    logging.warning("This run stopped early at step %d (%s has not improved on %.4f of step %s for %d evaluations); "
+                    "raise --config.early_stopping_patience to train on.", first_step, tracker.metric,
+                    tracker.best_value, tracker.best_step, tracker.evals_since_best)
+    return {"early_stopped_at_step": first_step, "best_step": tracker.best_step}
   train_iter = task.train_batches(  # a resumed run keeps the logical data shards it started with
     config, tokenizer, global_rows=global_rows, process_index=jax.process_index(),
     process_count=jax.process_count(), data_shards=data_state and int(data_state["data_shards"]))
@@ -163,14 +173,27 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         writer.flush()
         logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})
         summary.update(eval_summary)
+        if tracker:
+          if tracker.update(step, eval_summary):
+            logging.info("New best %s %.4f at step %d", tracker.metric, tracker.best_value, step)
+          writer.scalars(step, {"eval/best_" + tracker.metric.split("/", 1)[1]: tracker.best_value})
+          # An evaluated step is always saved, carrying its metric, so keep-best can rank (and keep) it.
+          checkpoint.save(manager, step, state, train_iter, loop=tracker.state(),
+                          metrics={tracker.metric: eval_summary[tracker.metric]})
+          last_saved = step
         window_start = time.time()  # evaluation time is not training throughput
-      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-        checkpoint.save(manager, step, state, train_iter)
+      if last_saved != step and (step % config.checkpoint_every_steps == 0 or step == config.num_train_steps):
+        checkpoint.save(manager, step, state, train_iter, loop=tracker and tracker.state())
         last_saved = step
         window_start = time.time()  # nor is saving
+      if tracker and tracker.should_stop():
+        logging.warning("Early stopping after step %d: %s has not improved on %.4f (step %d) for %d evaluations.",
+                        step, tracker.metric, tracker.best_value, tracker.best_step, tracker.evals_since_best)
+        summary.update(early_stopped_at_step=step, best_step=tracker.best_step)
+        break
       if watch.should_stop():  # SIGTERM / SIGINT on any process: the same step everywhere
         if last_saved != step:
-          checkpoint.save(manager, step, state, train_iter)
+          checkpoint.save(manager, step, state, train_iter, loop=tracker and tracker.state())
         manager.wait_until_finished()
         logging.warning("Stopped by %s after step %d; its checkpoint is in %s. Run the same command to continue.",
                         watch.name, step, manager.directory)

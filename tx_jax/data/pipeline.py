@@ -77,6 +77,22 @@ def padded(example: dict, length: int) -> dict:
   return dict(example, inputs=inputs)
 
 
+AUTO_WORKERS = -1  # config.data_workers default: see worker_count
+
+
+def worker_count(requested: int, backend: str) -> int:
+  """Grain worker processes per shard: `requested`, or for AUTO_WORKERS none on a CPU backend and 2 elsewhere.
+
+  On a CPU backend the host's cores run the model: a worker process only takes them from XLA's
+  threads (and the trainer then polls for its output), while the prefetch thread overlaps the same
+  host work with the step at no such cost (experiments/README.md, "Data at scale"). GPU and TPU
+  hosts have cores to spare for it.
+  """
+  if requested != AUTO_WORKERS:
+    return requested
+  return 0 if backend == "cpu" else 2
+
+
 def shard_ids(data_shards: int, process_index: int, process_count: int) -> range:
   """The logical shards process `process_index` of `process_count` reads (a contiguous run of them)."""
   if data_shards % process_count:

@@ -99,7 +99,8 @@ class Task:
       self.records(config, "train"), features=functools.partial(self.features, tokenizer=tokenizer, max_length=length),
       rows=self.rows(config, length, train=True), global_rows=global_rows, seed=config.seed,
       data_shards=data_shards or config.get("data_shards") or process_count, process_index=process_index,
-      process_count=process_count, workers=config.get("data_workers", 0))
+      process_count=process_count,
+      workers=pipeline.worker_count(config.get("data_workers", pipeline.AUTO_WORKERS), jax.default_backend()))
 
   def eval_batches(self, config, tokenizer, split: str, *, global_rows: int, process_index: int = 0,
                    process_count: int = 1, max_batches: int | None = None, data_shards: int | None = None):

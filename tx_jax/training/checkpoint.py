@@ -21,11 +21,24 @@ from absl import logging
 from tx_jax import errors
 
 
-def make_manager(workdir: str, *, max_to_keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
-  """A CheckpointManager keeping the newest `max_to_keep` steps, saving asynchronously."""
+LOOP_ITEM = "loop"  # the training loop's own state (tx_jax.training.best.Tracker), JSON
+
+
+def make_manager(workdir: str, *, max_to_keep: int = 3, read_only: bool = False, preservation_policy=None,
+                 best_metric: str = "", best_mode: str = "max") -> ocp.CheckpointManager:
+  """A CheckpointManager saving asynchronously, keeping the newest `max_to_keep` steps or what the policy keeps.
+
+  With `best_metric`, saves carry metrics and `best_step()` ranks checkpoints by that metric (Orbax
+  writes and reads checkpoint metrics only when it has a best_fn).
+  """
   directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                         read_only=read_only, enable_async_checkpointing=not read_only)
+  keep = {"preservation_policy": preservation_policy} if preservation_policy else {"max_to_keep": max_to_keep}
+  if read_only:
+    keep = {}
+  if best_metric:
+    keep.update(best_fn=lambda metrics: float(metrics[best_metric]), best_mode=best_mode)
+  options = ocp.CheckpointManagerOptions(create=not read_only, read_only=read_only,
+                                         enable_async_checkpointing=not read_only, **keep)
   return ocp.CheckpointManager(directory, options=options)
 
 
@@ -40,10 +53,27 @@ class _DataState:
     return self._state
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, batches):
-  """Starts saving `state` and this process's data position (`batches`) at `step` (finishes in the background)."""
-  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             data=grain.checkpoint.CheckpointSave(_DataState(batches))), force=True)
+def save(manager: ocp.CheckpointManager, step: int, state, batches, *, loop: dict | None = None,
+         metrics: dict | None = None):
+  """Starts saving `state`, this process's data position (`batches`) and the loop state at `step`.
+
+  `metrics` (e.g. {"eval/bleu": 27.1}) rank the checkpoint for keep-best; it finishes in the background.
+  """
+  items = {"state": ocp.args.StandardSave(state), "data": grain.checkpoint.CheckpointSave(_DataState(batches))}
+  if loop is not None:
+    items[LOOP_ITEM] = ocp.args.JsonSave(loop)
+  manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+
+def loop_state(manager: ocp.CheckpointManager, step: int) -> dict | None:
+  """The loop item saved at `step` (None for checkpoints without one, e.g. those of older runs)."""
+  if not os.path.isdir(os.path.join(str(manager.directory), str(step), LOOP_ITEM)):
+    return None
+  try:
+    return manager.restore(step, args=ocp.args.Composite(**{LOOP_ITEM: ocp.args.JsonRestore()}))[LOOP_ITEM]
+  except Exception as e:  # pylint: disable=broad-except  (a damaged JSON file; Orbax raises several types)
+    raise errors.CheckpointError(f"The loop state of checkpoint step {step} in {manager.directory} is unreadable "
+                                 f"({type(e).__name__}); delete that step to resume from the one before.") from None
 
 
 def data_state(manager: ocp.CheckpointManager, step: int) -> dict | None:
