@@ -88,6 +88,7 @@ def get_config():
   config.label_smoothing = 0.1
   config.adam_b1 = 0.9
   config.adam_b2 = 0.98
+  config.ema_decay = 0.0  # > 0 (e.g. 0.999): keep an EMA of the parameters; evaluation and decoding use it
   config.adam_eps = 1e-9
   config.weight_decay = 0.0  # > 0 switches Adam to AdamW
   config.cosine_final_fraction = 0.1  # schedule=cosine: the last learning rate as a fraction of the peak

@@ -60,6 +60,7 @@ def test_average_is_the_leafwise_mean_and_a_workdir_every_tool_reads(run, tmp_pa
   assert direct["bleu"] == pytest.approx(written["bleu"])
   assert os.path.exists(os.path.join(workdir, "eval", "test_step8_avg3.json"))
   assert "mean of steps 4, 6, 8" in evaluate.report(direct)
+  assert not direct["ema"]
 
 
 def test_average_mistakes_are_one_line(run, tmp_path):

@@ -32,7 +32,7 @@ NON_NEGATIVE_INTS = ("data_shards", "early_stopping_patience", "warmup_steps", "
                      "seed")
 NON_NEGATIVE = ("weight_decay", "grad_clip_norm", "length_penalty_alpha")
 POSITIVE = ("learning_rate", "norm_epsilon", "rope_theta", "logits_scale", "adam_eps")
-FRACTIONS = ("dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate", "adam_b1", "adam_b2",
+FRACTIONS = ("ema_decay", "dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate", "adam_b1", "adam_b2",
              "cosine_final_fraction")  # in [0, 1)
 BOOLS = ("use_bias", "share_embeddings", "tie_output_embedding", "output_bias", "scale_embeddings", "embedding_norm",
          "pooler", "mlm_head", "remat", "scan_layers", "attention_images", "log_batches")

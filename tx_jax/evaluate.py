@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
-from tx_jax.training import averaging, best, checkpoint, evaluation, experiment, metrics
+from tx_jax.training import averaging, best, checkpoint, ema, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
 
@@ -36,12 +36,14 @@ def define_flags():
                       "config.best_metric); default: the newest.")
   flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
   flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
+  flags.DEFINE_bool("use_ema", True, "Evaluate the run's parameter EMA when it keeps one (config.ema_decay > 0); "
+                    "--nouse_ema: the raw parameters.")
   flags.DEFINE_integer("average_last", 0, "Evaluate the mean of the parameters of the newest N checkpoints "
                        "(0: one checkpoint); python -m tx_jax.average writes such an average as a workdir.")
 
 
 def evaluate(config, workdir: str, step: int | None = None, split: str = "test", max_sentences: int = 0,
-             average_last: int = 0) -> dict:
+             average_last: int = 0, use_ema: bool = True) -> dict:
   """Restores a checkpoint (or averages the newest `average_last`) and reports the task's metrics on `split`."""
   configuration.validate(config)
   task = tasks.get(config)
@@ -60,10 +62,14 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   else:
     state, _ = checkpoint.restore(manager, abstract_state, step)
   step = int(jax.device_get(state.step))
-  name = f"{split}_step{step}" + (f"_avg{average_last}" if average_last else "")  # of the results files
-  results = evaluation.loss_metrics(eval_fn, state.params, task, tokenizer, split, config, mesh, prefix=split,
+  params = state.params if average_last else ema.inference_params(state, use_ema)  # an average is of raw params
+  with_ema = params is not state.params
+  raw_of_ema_run = not average_last and not with_ema and ema.find(state.opt_state) is not None
+  variant = f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else ""
+  name = f"{split}_step{step}" + (f"_{variant}" if variant else "")  # of the results files
+  results = evaluation.loss_metrics(eval_fn, params, task, tokenizer, split, config, mesh, prefix=split,
                                     max_batches=-1)
-  summary = {"step": step, "split": split, "task": task.name, "metrics": results}
+  summary = {"step": step, "split": split, "task": task.name, "metrics": results, "ema": with_ema}
   if average_last:
     summary["averaged_steps"] = averaged
   out_dir = os.path.join(workdir, "eval")
@@ -72,7 +78,7 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   if tasks.is_translation(config):
     pairs = task.pairs(config, split, max_sentences)
     start = time.time()
-    scores, hypotheses = evaluation.translation_scores(graphdef, state.params, tokenizer, pairs, config, mesh,
+    scores, hypotheses = evaluation.translation_scores(graphdef, params, tokenizer, pairs, config, mesh,
                                                        confidence=True)
     results.update({f"{split}/{m.lower()}": scores[m]["score"] for m in scores})  # test/bleu, test/chrf, test/ter
     results.update({f"{split}/sentences": len(pairs), f"{split}/decode_seconds": time.time() - start})
@@ -85,7 +91,7 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
       json.dump(summary, f, indent=2)
   writer = metrics.MetricWriter(workdir)
-  tag = f"eval/avg{average_last}/" if average_last else "eval/"  # an average never overwrites its step's own scalars
+  tag = f"eval/{variant}/" if variant else "eval/"  # an average or an EMA run's raw params: their own scalars
   writer.scalars(step, {tag + k: v for k, v in results.items() if math.isfinite(v)})
   writer.close()
   logging.info("%s", summary)
@@ -125,7 +131,8 @@ def main(argv):
   overridden = [arg.split("=", 1)[0][len("--config."):] for arg in sys.argv if arg.startswith("--config.")]
   try:
     config = experiment.evaluation_config(FLAGS.workdir, FLAGS.config, overridden)
-    summary = evaluate(config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences, FLAGS.average_last)
+    summary = evaluate(config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences, FLAGS.average_last,
+                       FLAGS.use_ema)
   except errors.UserError as e:
     sys.exit(f"tx_jax.evaluate: {e}")
   print(report(summary))

@@ -30,6 +30,7 @@ def define_flags():
   flags.DEFINE_float("top_p", 1.0, "Sample among the smallest set of tokens whose probability reaches p.")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
+  flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p"))
@@ -52,9 +53,9 @@ def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top
 
 
 def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, temperature=1.0, top_k=0,
-             top_p=1.0, seed=0, step=None):
+             top_p=1.0, seed=0, step=None, use_ema=True):
   """Continuations (strings) of `prompt` from the LM in `workdir`."""
-  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step)
+  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step, use_ema)
   if not tasks.is_language_model(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
                              "tx_jax.generate needs a language model (task=lm).")
@@ -73,7 +74,7 @@ def main(argv):
   try:
     samples = generate(FLAGS.workdir, FLAGS.prompt, num_samples=FLAGS.num_samples,
                        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-                       top_p=FLAGS.top_p, seed=FLAGS.seed, step=FLAGS.step)
+                       top_p=FLAGS.top_p, seed=FLAGS.seed, step=FLAGS.step, use_ema=FLAGS.use_ema)
   except errors.UserError as e:
     sys.exit(f"tx_jax.generate: {e}")
   for s in samples:

@@ -21,8 +21,8 @@ from tx_jax import attention_plots
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
-from tx_jax.training import best, checkpoint, divergence, evaluation, experiment, init_from, metrics, perf, preemption
-from tx_jax.training import workdir_lock
+from tx_jax.training import best, checkpoint, divergence, ema, evaluation, experiment, init_from, metrics, perf
+from tx_jax.training import preemption, workdir_lock
 
 FLAGS = flags.FLAGS
 
@@ -158,17 +158,18 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
                      1e3 * float(np.median(step_times)), 1e3 * max(step_times), eta // 60, eta % 60)
         sums, tokens, flops, window_start, data_wait, step_times = {}, 0, 0.0, time.time(), 0.0, []
       if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-        eval_summary = evaluation.loss_metrics(eval_fn, state.params, task, tokenizer, "validation", config, mesh)
+        params = ema.inference_params(state)  # the EMA when the run keeps one: what evaluate and decoding use
+        eval_summary = evaluation.loss_metrics(eval_fn, params, task, tokenizer, "validation", config, mesh)
         pairs = task.pairs(config, "validation", config.num_predict_sentences) if tasks.is_translation(config) else []
         if pairs:
-          scores, hyps = evaluation.translation_scores(graphdef, state.params, tokenizer, pairs, config, mesh)
+          scores, hyps = evaluation.translation_scores(graphdef, params, tokenizer, pairs, config, mesh)
           eval_summary.update({f"eval/{m.lower()}": scores[m]["score"] for m in scores})  # eval/bleu, chrf, ter
           writer.text(step, "eval/translations", "\n\n".join(
             f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
         if config.get("attention_images", False):  # the first validation text's attention, as a picture
           first = task.records(config, "validation")[0]
           writer.image(step, "eval/attention", attention_plots.attention_image(
-            graphdef, state.params, config, tokenizer, first.get("source", first.get("text"))))
+            graphdef, params, config, tokenizer, first.get("source", first.get("text"))))
         writer.scalars(step, eval_summary)
         writer.flush()
         logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})

@@ -21,13 +21,14 @@ def define_flags():
   flags.DEFINE_string("text", None, "The sentence to run the model on (the source, for translation models).")
   flags.DEFINE_string("out", None, "Image file to write (.png; .pdf and .svg work too).")
   flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
+  flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
   flags.DEFINE_string("target", None, "Encoder-decoder models: the target sentence; default: the model's own "
                       "greedy translation.")
   flags.DEFINE_string("kind", None, "Which attention: encoder_self, decoder_self or cross (encoder-decoder), "
                       "self (decoder-only, encoder-only), or all; default: cross, or self.")
 
 
-def render(workdir: str, text: str, out: str, *, step=None, target=None, kind=None) -> list:
+def render(workdir: str, text: str, out: str, *, step=None, target=None, kind=None, use_ema=True) -> list:
   """Writes the heatmaps of `kind` (or every kind, for 'all') of the checkpoint in `workdir`; returns the paths."""
   config = experiment.workdir_config(workdir)
   kinds = attention_maps.family_kinds(config)
@@ -35,7 +36,7 @@ def render(workdir: str, text: str, out: str, *, step=None, target=None, kind=No
   if kind not in kinds + ("all",):
     raise errors.UserError(f"--kind={kind} is not one of {kinds + ('all',)} (the kinds of a "
                            f"{tasks.get(config).family} model).")
-  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step)
+  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step, use_ema)
   maps = attention_maps.attention_weights(graphdef, params, config, processor, text, target)
   root, ext = os.path.splitext(out)
   paths = []
@@ -53,7 +54,8 @@ def main(argv):
   if FLAGS.workdir is None or FLAGS.text is None or FLAGS.out is None:
     raise app.UsageError("--workdir, --text and --out are required.")
   try:
-    paths = render(FLAGS.workdir, FLAGS.text, FLAGS.out, step=FLAGS.step, target=FLAGS.target, kind=FLAGS.kind)
+    paths = render(FLAGS.workdir, FLAGS.text, FLAGS.out, step=FLAGS.step, target=FLAGS.target, kind=FLAGS.kind,
+                   use_ema=FLAGS.use_ema)
   except errors.UserError as e:
     sys.exit(f"tx_jax.visualize: {e}")
   print("\n".join(paths))

@@ -9,6 +9,7 @@ from absl import logging
 from tx_jax import errors, parallel, tasks
 from tx_jax.models import registry
 from tx_jax.training import checkpoint
+from tx_jax.training import ema
 from tx_jax.training import pmap_step
 from tx_jax.training import schedules
 from tx_jax.training import step as step_lib
@@ -73,10 +74,13 @@ def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections
   return config
 
 
-def restore_for_inference(workdir: str, step: int | None = None):
-  """(config, graphdef, params, tokenizer) of a trained workdir, on this process's devices."""
+def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool = True):
+  """(config, graphdef, params, tokenizer) of a trained workdir, on this process's devices.
+
+  The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, else the raw ones.
+  """
   config = workdir_config(workdir)
   mesh = parallel.make_mesh((-1, 1, 1))
   graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
   state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
-  return config, graphdef, state.params, tasks.get(config).tokenizer(config)
+  return config, graphdef, ema.inference_params(state, use_ema), tasks.get(config).tokenizer(config)

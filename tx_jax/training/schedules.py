@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import optax
 
 from tx_jax import errors
+from tx_jax.training import ema
 
 SCHEDULES = ("rsqrt", "cosine", "constant")
 
@@ -26,7 +27,7 @@ def make_schedule(config) -> optax.Schedule:
 
 
 def make_optimizer(config, schedule) -> optax.GradientTransformation:
-  """Adam (or AdamW when weight_decay > 0) with optional global-norm clipping."""
+  """Adam (or AdamW when weight_decay > 0) with optional global-norm clipping and parameter EMA (ema_decay)."""
   parts = []
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
@@ -35,4 +36,6 @@ def make_optimizer(config, schedule) -> optax.GradientTransformation:
                              weight_decay=config.weight_decay))
   else:
     parts.append(optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps))
+  if config.get("ema_decay", 0.0) > 0:  # last, so it averages the parameters the final updates give
+    parts.append(ema.ema_of_params(config.ema_decay))
   return optax.chain(*parts)
