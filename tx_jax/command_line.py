@@ -43,3 +43,8 @@ def flags_parser(program: str):
       cause = e.__cause__ if isinstance(e, flags.Error) and e.__cause__ is not None else e
       sys.exit(f"{program}: {_one_line(cause)}")
   return parse
+
+
+def split_list(values) -> list:
+  """The items of a repeated flag whose values may also be comma-separated lists, blanks dropped."""
+  return [p.strip() for v in values or () for p in v.split(",") if p.strip()]

@@ -31,11 +31,6 @@ def define_flags():
   flags.DEFINE_integer("seed", 12345, "Random seed (passed to SacreBLEU as SACREBLEU_SEED).")
 
 
-def split_paths(values):
-  """Flag values (repeated and/or comma-separated) as a flat list of non-empty paths."""
-  return [p.strip() for v in values or () for p in v.split(",") if p.strip()]
-
-
 def read_lines(path, flag):
   """The lines of a UTF-8 text file (undecodable bytes replaced), without line endings."""
   try:
@@ -106,8 +101,8 @@ def main(argv):
     sys.exit(f"tx_jax.compare: unexpected arguments {argv[1:]}; pass files with --references= and --system=.")
   logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # its per-metric INFO progress lines
   try:
-    report = compare(split_paths(FLAGS.references), split_paths(FLAGS.system), method=FLAGS.method,
-                     n=FLAGS.n, seed=FLAGS.seed)
+    report = compare(command_line.split_list(FLAGS.references), command_line.split_list(FLAGS.system),
+                     method=FLAGS.method, n=FLAGS.n, seed=FLAGS.seed)
   except errors.UserError as e:
     sys.exit(f"tx_jax.compare: {e}")
   print(report)

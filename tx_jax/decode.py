@@ -198,6 +198,25 @@ def beam_search(step_fn, cache, batch_size: int, beam_size: int, max_len: int, a
   return seqs, scores
 
 
+def ensemble_step(step_fns):
+  """One decoding step of several models: the mean of their log-probabilities, each model with its own cache.
+
+  step_fns[m](tokens, cache_m, i) -> (logits, cache_m); the ensemble's cache is the tuple of theirs.
+  The mean of log-probabilities is a renormalised geometric mean of the distributions (as Marian
+  ensembles); greedy and beam search take its log_softmax like any logits.
+  """
+  def step(tokens, caches, i):
+    outs = [fn(tokens, cache, i) for fn, cache in zip(step_fns, caches)]
+    log_probs = sum(jax.nn.log_softmax(logits.astype(jnp.float32)) for logits, _ in outs) / len(outs)
+    return log_probs, tuple(cache for _, cache in outs)
+  return step
+
+
+def _decoder_step(model, segments, output_kernel):
+  """step_fn(tokens, cache, i) -> (logits, cache) of one encoder-decoder model over encoded sources."""
+  return lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments, output_kernel)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha", "bos_id", "eos_id"))
 def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, alpha: float,
                     bos_id: int = tokenizer_lib.BOS_ID, eos_id: int = tokenizer_lib.EOS_ID):
@@ -205,18 +224,29 @@ def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, a
 
   A sentence's beams share its encoding and KV caches (see `EncoderDecoder.init_cache`). Source
   tokens equal to the model's `pad_id` are padding; decoding starts from `bos_id`, stops at `eos_id`.
+  `graphdef` and `params` may be tuples of several models sharing a vocabulary: an ensemble
+  (`ensemble_step`), decoded in the same compiled loop.
   """
-  model = nnx.merge(graphdef, params)
-  segments = (inputs != model.cfg.pad_id).astype(jnp.int32)
+  ensemble = isinstance(graphdef, tuple)
+  models = [nnx.merge(g, p) for g, p in zip(graphdef, params)] if ensemble else [nnx.merge(graphdef, params)]
   b = inputs.shape[0]
-  encoded = model.encode(inputs, segments)
-  cache = model.init_cache(encoded, stage_lengths(max_len)[0], beam_size)  # grown stage by stage
-  output_kernel = model.output_kernel()
-  step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments, output_kernel)
+  step_fns, caches, grows = [], [], []
+  for model in models:
+    segments = (inputs != model.cfg.pad_id).astype(jnp.int32)
+    encoded = model.encode(inputs, segments)
+    caches.append(model.init_cache(encoded, stage_lengths(max_len)[0], beam_size))  # grown stage by stage
+    output_kernel = model.output_kernel()
+    step_fns.append(_decoder_step(model, segments, output_kernel))
+    grows.append(model.grow_cache)
+  if ensemble:
+    step_fn, cache = ensemble_step(step_fns), tuple(caches)
+    grow = lambda caches, n: tuple(g(c, n) for g, c in zip(grows, caches))
+  else:
+    step_fn, cache, grow = step_fns[0], caches[0], grows[0]
   if beam_size > 1:
-    seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha, eos_id, bos_id, grow=model.grow_cache)
+    seqs, _ = beam_search(step_fn, cache, b, beam_size, max_len, alpha, eos_id, bos_id, grow=grow)
     return seqs[:, 0]
-  return greedy(step_fn, cache, b, max_len, eos_id, bos_id, grow=model.grow_cache)[0]
+  return greedy(step_fn, cache, b, max_len, eos_id, bos_id, grow=grow)[0]
 
 
 def decode_length(longest_source: int, max_predict_length: int) -> int:
@@ -231,6 +261,8 @@ def decode_length(longest_source: int, max_predict_length: int) -> int:
 def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam_size: int, alpha: float,
                     max_predict_length: int, mesh=None, max_source_length: int | None = None):
   """Translates a list of strings; batches are sorted by length and padded to a few shapes.
+
+  `graphdef` and `params` may be tuples of several models: their ensemble (see `translate_batch`).
 
   Sources longer than `max_source_length` tokens (EOS included) are cut to it, with a warning:
   one over-long line must not ask for the memory of its whole length squared.

@@ -31,7 +31,8 @@ def define_flags():
   """The command-line flags (defined on demand, so the module also imports as a library)."""
   config_flags.DEFINE_config_file("config", None, "Optional: evaluation settings (beam_size, ...) over the run's own "
                                   "WORKDIR/config.json; --config.<field>=... overrides any field.")
-  flags.DEFINE_string("workdir", None, "Directory with the checkpoints of a training run.")
+  flags.DEFINE_multi_string("workdir", None, "Directory with the checkpoints of a training run; several "
+                            "(repeated or comma-separated): their ensemble's translations are scored.")
   flags.DEFINE_string("step", None, "Checkpoint step to evaluate, or 'best' (the best by the run's "
                       "config.best_metric); default: the newest.")
   flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
@@ -116,23 +117,66 @@ def checkpoint_step(manager, config, step) -> int | None:
   return found
 
 
+def evaluate_ensemble(config, workdirs, split: str = "test", max_sentences: int = 0, use_ema: bool = True) -> dict:
+  """SacreBLEU scores of the ensemble of several translation workdirs' newest checkpoints on `split`.
+
+  The models decode together (tx_jax.decode.ensemble_step); losses are per model, so an ensemble
+  is scored by its translations only. Results go to the first workdir's eval/ directory.
+  """
+  configuration.validate(config)
+  if not tasks.is_translation(config):
+    raise errors.ConfigError(f"Ensembles decode translations; {workdirs[0]} holds a config.task={config.task!r} "
+                             "model. Evaluate its workdirs one at a time.")
+  workdirs = [os.path.abspath(os.path.expanduser(w)) for w in workdirs]
+  _, graphdefs, params, tokenizer = experiment.restore_ensemble(workdirs, None, use_ema)
+  task = tasks.get(config)
+  pairs = task.pairs(config, split, max_sentences)
+  start = time.time()
+  scores, hypotheses = evaluation.translation_scores(graphdefs, params, tokenizer, pairs, config, None,
+                                                     confidence=True)
+  out_dir = os.path.join(workdirs[0], "eval")
+  os.makedirs(out_dir, exist_ok=True)
+  name = f"{split}_ensemble{len(workdirs)}"
+  translations = os.path.join(out_dir, f"{name}.{config.target_language}")
+  summary = {"split": split, "task": task.name, "ensemble": workdirs, "bleu": scores["BLEU"]["score"],
+             "scores": scores, "translations": translations, "sentences": len(pairs),
+             "decode_seconds": time.time() - start}
+  if jax.process_index() == 0:
+    with open(translations, "w", encoding="utf-8") as f:
+      f.writelines(h + "\n" for h in hypotheses)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return summary
+
+
 def report(s: dict) -> str:
   """The human-readable lines `python -m tx_jax.evaluate` prints for a summary."""
-  m, p = s["metrics"], s["split"] + "/"
-  lines = [f"step {s['step']} {s['split']} ({s['task']}): loss {m[p + 'loss']:.4f}  accuracy {m[p + 'accuracy']:.4f}"]
+  if "ensemble" in s:
+    lines = [f"ensemble of {len(s['ensemble'])} ({', '.join(s['ensemble'])}) on {s['split']}:"]
+  else:
+    m, p = s["metrics"], s["split"] + "/"
+    lines = [f"step {s['step']} {s['split']} ({s['task']}): loss {m[p + 'loss']:.4f}  "
+             f"accuracy {m[p + 'accuracy']:.4f}"]
   return "\n".join(lines + tasks.get(s["task"]).report(s))
 
 
 def main(argv):
   logging_utils.quiet_library_logs()
   del argv
-  if FLAGS.workdir is None:
+  if not FLAGS.workdir:
     raise app.UsageError("--workdir is required.")
+  workdirs = command_line.split_list(FLAGS.workdir)
   overridden = [arg.split("=", 1)[0][len("--config."):] for arg in sys.argv if arg.startswith("--config.")]
   try:
-    config = experiment.evaluation_config(FLAGS.workdir, FLAGS.config, overridden)
-    summary = evaluate(config, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.max_sentences, FLAGS.average_last,
-                       FLAGS.use_ema)
+    config = experiment.evaluation_config(workdirs[0], FLAGS.config, overridden)
+    if len(workdirs) > 1:
+      if FLAGS.step is not None or FLAGS.average_last:
+        raise errors.ConfigError("--step and --average_last pick checkpoints of one workdir; an ensemble uses "
+                                 "each workdir's newest.")
+      summary = evaluate_ensemble(config, workdirs, FLAGS.split, FLAGS.max_sentences, FLAGS.use_ema)
+    else:
+      summary = evaluate(config, workdirs[0], FLAGS.step, FLAGS.split, FLAGS.max_sentences, FLAGS.average_last,
+                         FLAGS.use_ema)
   except errors.UserError as e:
     sys.exit(f"tx_jax.evaluate: {e}")
   print(report(summary))

@@ -15,18 +15,20 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """The command-line flags (defined on demand, so the module also imports as a library)."""
-  flags.DEFINE_string("workdir", None, "A tx_jax.train workdir (config.json + checkpoints/).")
+  flags.DEFINE_multi_string("workdir", None, "A tx_jax.train workdir (config.json + checkpoints/); several "
+                            "(repeated or comma-separated) translate as an ensemble.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
   flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
   flags.DEFINE_integer("beam_size", None, "Beam size; default: the run's config.beam_size (1 = greedy).")
   flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.")
 
 
-def translate_lines(workdir: str, lines, *, step=None, beam_size=None, batch_size: int = 64, use_ema: bool = True):
-  """Translations of `lines` (a list of strings) by the checkpoint in `workdir`."""
-  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step, use_ema)
+def translate_lines(workdir, lines, *, step=None, beam_size=None, batch_size: int = 64, use_ema: bool = True):
+  """Translations of `lines` (a list of strings) by the checkpoint in `workdir` (or the ensemble of a list of them)."""
+  workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
+  config, graphdef, params, processor = experiment.restore_ensemble(workdirs, step, use_ema)
   if not tasks.is_translation(config):
-    raise errors.ConfigError(f"{workdir} holds a config.task={config.task!r} model; tx_jax.translate needs a "
+    raise errors.ConfigError(f"{workdirs[0]} holds a config.task={config.task!r} model; tx_jax.translate needs a "
                              "translation model (use tx_jax.generate for language models).")
   out = [""] * len(lines)
   texts = [(i, line) for i, line in enumerate(lines) if line.strip()]
@@ -54,11 +56,11 @@ def read_lines(stream) -> list:
 def main(argv):
   del argv
   logging_utils.quiet_library_logs()
-  if FLAGS.workdir is None:
+  if not FLAGS.workdir:
     raise app.UsageError("--workdir is required.")
   lines = read_lines(sys.stdin.buffer)
   try:
-    translations = translate_lines(FLAGS.workdir, lines, step=FLAGS.step, beam_size=FLAGS.beam_size,
+    translations = translate_lines(command_line.split_list(FLAGS.workdir), lines, step=FLAGS.step, beam_size=FLAGS.beam_size,
                                    batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema)
   except errors.UserError as e:
     sys.exit(f"tx_jax.translate: {e}")

@@ -84,3 +84,28 @@ def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool =
   graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
   state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
   return config, graphdef, ema.inference_params(state, use_ema), tasks.get(config).tokenizer(config)
+
+
+def restore_ensemble(workdirs, step: int | None = None, use_ema: bool = True):
+  """(config of the first, graphdefs, params, tokenizer) of one or more workdirs sharing a vocabulary.
+
+  One workdir gives a plain (graphdef, params); several give tuples, which tx_jax.decode decodes
+  as an ensemble. `step` applies to a single workdir only (an ensemble uses each run's newest).
+  Workdirs whose vocabularies differ stop with one message naming them.
+  """
+  workdirs = list(workdirs)
+  if len(workdirs) == 1:
+    return restore_for_inference(workdirs[0], step, use_ema)
+  if step is not None:
+    raise errors.ConfigError("--step picks a checkpoint of one workdir; an ensemble uses each workdir's newest "
+                             "(average or copy checkpoints into workdirs of their own to ensemble others).")
+  members = [restore_for_inference(w, None, use_ema) for w in workdirs]
+  first_config, first_vocab = members[0][0], members[0][3].serialized_model_proto()
+  for w, (config, _, _, processor) in zip(workdirs[1:], members[1:]):
+    if processor.serialized_model_proto() != first_vocab:
+      raise errors.ConfigError(f"{w} uses another vocabulary than {workdirs[0]} ({config.vocab_path} against "
+                               f"{first_config.vocab_path}); an ensemble's models must share one.")
+    if tasks.get(config).family != tasks.get(first_config).family:
+      raise errors.ConfigError(f"{w} holds a {tasks.get(config).family} model and {workdirs[0]} a "
+                               f"{tasks.get(first_config).family} one; an ensemble needs one kind.")
+  return first_config, tuple(m[1] for m in members), tuple(m[2] for m in members), members[0][3]
