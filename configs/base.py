@@ -82,6 +82,7 @@ def get_config():
   # Optimisation.
   config.per_device_batch_size = 8  # packed rows of max_target_length tokens per device
   config.num_train_steps = 2000  # ~14 min on 2 CPU cores
+  config.train_minutes = 0.0  # > 0: stop (evaluate, save) once training steps have taken this long; 0: off
   config.learning_rate = 0.002
   config.warmup_steps = 300
   config.schedule = "rsqrt"  # rsqrt | cosine | constant

@@ -49,7 +49,7 @@ def test_early_stopping_count_survives_a_restart(small_corpus_dir, vocab_dir, tm
   restarted = str(tmp_path / "restarted")
   first = done["best_step"] + 2  # one evaluation after the best: the count stands at 1 when the run ends
   train.train_and_evaluate(_config(small_corpus_dir, vocab_dir, num_train_steps=first, **settings), restarted)
-  state = checkpoint.loop_state(checkpoint.make_manager(restarted, read_only=True), first)
+  state = checkpoint.loop_state(checkpoint.make_manager(restarted, read_only=True), first)["best"]
   assert state["evals_since_best"] == 1 and state["best_step"] == done["best_step"]
   again = train.train_and_evaluate(_config(small_corpus_dir, vocab_dir, num_train_steps=20, **settings), restarted)
   assert again["early_stopped_at_step"] == done["early_stopped_at_step"]  # not 2 evaluations after the restart

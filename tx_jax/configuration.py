@@ -30,7 +30,7 @@ POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_ba
 NON_NEGATIVE_INTS = ("data_shards", "early_stopping_patience", "warmup_steps", "num_encoder_layers", "num_decoder_layers",
                      "num_kv_heads", "head_dim", "num_predict_sentences", "num_token_types", "num_classes", "pad_id",
                      "seed")
-NON_NEGATIVE = ("weight_decay", "grad_clip_norm", "length_penalty_alpha")
+NON_NEGATIVE = ("train_minutes", "weight_decay", "grad_clip_norm", "length_penalty_alpha")
 POSITIVE = ("learning_rate", "norm_epsilon", "rope_theta", "logits_scale", "adam_eps")
 FRACTIONS = ("ema_decay", "dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate", "adam_b1", "adam_b2",
              "cosine_final_fraction")  # in [0, 1)

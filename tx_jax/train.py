@@ -21,7 +21,7 @@ from tx_jax import attention_plots
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
-from tx_jax.training import best, checkpoint, divergence, ema, evaluation, experiment, init_from, metrics, perf
+from tx_jax.training import best, budget, checkpoint, divergence, ema, evaluation, experiment, init_from, metrics, perf
 from tx_jax.training import preemption, workdir_lock
 
 FLAGS = flags.FLAGS
@@ -85,13 +85,22 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     state = state.replace(params=init_from.load_matching_params(config.init_from, state.params))
   first_step = int(jax.device_get(state.step))
   last_saved = first_step if manager.all_steps() else None
-  tracker = best.Tracker.from_config(config, last_saved is not None and checkpoint.loop_state(manager, first_step)) \
-    if config.best_metric else None
+  loop = (checkpoint.loop_state(manager, first_step) if last_saved is not None else None) or {}
+  tracker = best.Tracker.from_config(config, loop.get("best")) if config.best_metric else None
+  clock = budget.TrainClock.from_state(loop.get("clock"))
   if tracker and tracker.should_stop():
     logging.warning("This run stopped early at step %d (%s has not improved on %.4f of step %s for %d evaluations); "
                     "raise --config.early_stopping_patience to train on.", first_step, tracker.metric,
                     tracker.best_value, tracker.best_step, tracker.evals_since_best)
     return {"early_stopped_at_step": first_step, "best_step": tracker.best_step}
+  if clock.over(config.train_minutes):
+    logging.warning("This run has used its budget: %.1f of config.train_minutes=%g minutes at step %d; raise "
+                    "--config.train_minutes to train on.", clock.train_seconds / 60, config.train_minutes, first_step)
+    return {"budget_reached_at_step": first_step, **clock.state()}
+
+  def loop_item() -> dict:
+    """The loop state every checkpoint carries: the training clock and the keep-best tracker."""
+    return {"clock": clock.state(), "best": tracker.state() if tracker else None}
   train_iter = task.train_batches(  # a resumed run keeps the logical data shards it started with
     config, tokenizer, global_rows=global_rows, process_index=jax.process_index(),
     process_count=jax.process_count(), data_shards=data_state and int(data_state["data_shards"]))
@@ -119,14 +128,18 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
       step_start = time.time()
       local = next(train_iter)
       data_wait += time.time() - step_start
-      if batch_log:  # what this process fed each step, to compare runs token for token
-        batch_log.write(json.dumps({"step": step, "sha1": pipeline.fingerprint(local)}) + "\n")
       tokens += pipeline.count_tokens(local) * jax.process_count()
       flops += perf.train_flops(config, local) * jax.process_count()  # processes read equal shares
       t = time.time()
       state, step_sums = train_fn(state, parallel.global_batch(local, mesh))
       step_sums = jax.device_get(step_sums)
       divergence.check_finite(step, step_sums, config, last_saved)
+      clock.add(time.time() - step_start, pipeline.count_target_tokens(local) * jax.process_count())
+      out_of_budget = clock.over(config.train_minutes)
+      final = step == config.num_train_steps or out_of_budget  # evaluated and saved like the last step
+      if batch_log:  # what this process fed each step, to compare runs token for token, and the clock after it
+        batch_log.write(json.dumps({"step": step, "sha1": pipeline.fingerprint(local),
+                                    "train_seconds": round(clock.train_seconds, 6)}) + "\n")
       if compile_seconds is None:
         jax.block_until_ready(state.step)
         compile_seconds = time.time() - t
@@ -137,7 +150,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         sums = {k: sums.get(k, 0.0) + np.asarray(v, np.float64) for k, v in step_sums.items()}
         sums["learning_rate"] = float(step_sums["learning_rate"])
         step_times.append(time.time() - step_start)
-      if sums and (step % config.log_every_steps == 0 or step == config.num_train_steps):
+      if sums and (step % config.log_every_steps == 0 or final):
         elapsed = time.time() - window_start
         summary = metrics.summarize(sums, "train")
         summary["perf/tokens_per_sec"] = tokens / elapsed
@@ -157,7 +170,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
                      summary["perf/tokens_per_sec"], 1e3 * summary["perf/data_wait_seconds"],
                      1e3 * float(np.median(step_times)), 1e3 * max(step_times), eta // 60, eta % 60)
         sums, tokens, flops, window_start, data_wait, step_times = {}, 0, 0.0, time.time(), 0.0, []
-      if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+      if step % config.eval_every_steps == 0 or final:
         params = ema.inference_params(state)  # the EMA when the run keeps one: what evaluate and decoding use
         eval_summary = evaluation.loss_metrics(eval_fn, params, task, tokenizer, "validation", config, mesh)
         pairs = task.pairs(config, "validation", config.num_predict_sentences) if tasks.is_translation(config) else []
@@ -179,12 +192,12 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
             logging.info("New best %s %.4f at step %d", tracker.metric, tracker.best_value, step)
           writer.scalars(step, {"eval/best_" + tracker.metric.split("/", 1)[1]: tracker.best_value})
           # An evaluated step is always saved, carrying its metric, so keep-best can rank (and keep) it.
-          checkpoint.save(manager, step, state, train_iter, loop=tracker.state(),
+          checkpoint.save(manager, step, state, train_iter, loop=loop_item(),
                           metrics={tracker.metric: eval_summary[tracker.metric]})
           last_saved = step
         window_start = time.time()  # evaluation time is not training throughput
-      if last_saved != step and (step % config.checkpoint_every_steps == 0 or step == config.num_train_steps):
-        checkpoint.save(manager, step, state, train_iter, loop=tracker and tracker.state())
+      if last_saved != step and (step % config.checkpoint_every_steps == 0 or final):
+        checkpoint.save(manager, step, state, train_iter, loop=loop_item())
         last_saved = step
         window_start = time.time()  # nor is saving
       if tracker and tracker.should_stop():
@@ -192,9 +205,18 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
                         step, tracker.metric, tracker.best_value, tracker.best_step, tracker.evals_since_best)
         summary.update(early_stopped_at_step=step, best_step=tracker.best_step)
         break
+      if out_of_budget and step < config.num_train_steps:
+        budget_summary = {"budget/train_minutes": config.train_minutes, "budget/steps": step,
+                          "budget/train_seconds": clock.train_seconds, "budget/target_tokens": clock.target_tokens}
+        writer.scalars(step, budget_summary)
+        logging.warning("Budget reached after step %d: %.1f s of training (config.train_minutes=%g), %d target "
+                        "tokens; evaluated and saved there.", step, clock.train_seconds, config.train_minutes,
+                        clock.target_tokens)
+        summary.update(budget_summary, budget_reached_at_step=step)
+        break
       if watch.should_stop():  # SIGTERM / SIGINT on any process: the same step everywhere
         if last_saved != step:
-          checkpoint.save(manager, step, state, train_iter, loop=tracker and tracker.state())
+          checkpoint.save(manager, step, state, train_iter, loop=loop_item())
         manager.wait_until_finished()
         logging.warning("Stopped by %s after step %d; its checkpoint is in %s. Run the same command to continue.",
                         watch.name, step, manager.directory)

@@ -42,6 +42,11 @@ def count_tokens(batch: dict) -> int:
   return int(sum((batch[k] != 0).sum() for k in ("inputs", "targets") if k in batch))
 
 
+def count_target_tokens(batch: dict) -> int:
+  """Non-padding tokens the loss is taken over: the targets, or the inputs of batches without targets."""
+  return int((batch["targets" if "targets" in batch else "inputs"] != 0).sum())
+
+
 def fingerprint(batch: dict) -> str:
   """SHA-1 of a batch's arrays (keys sorted): equal fingerprints mean the same token ids."""
   h = hashlib.sha1()

@@ -3,7 +3,7 @@
 `config.best_metric` (e.g. "eval/bleu", "eval/loss") names a scalar of the periodic evaluation.
 Every evaluation step saves a checkpoint carrying that value, and Orbax's preservation policies
 keep the newest `max_checkpoints_to_keep` checkpoints plus the best `keep_best`. The tracker's
-state (best value and step, evaluations since the best) is saved in every checkpoint as the
+state (best value and step, evaluations since the best) is saved in every checkpoint, in the
 "loop" item, so a restarted run continues the patience count instead of starting it over
 (the OpenNMT-py bug #2006).
 """
@@ -54,7 +54,7 @@ class Tracker:
 
   @classmethod
   def from_config(cls, config, state: dict | None = None) -> "Tracker":
-    """A tracker of config.best_metric, continuing `state` (a checkpoint's "loop" item) when given."""
+    """A tracker of config.best_metric, continuing `state` (the "best" entry of a checkpoint's loop item)."""
     tracker = cls(config.best_metric, mode(config), config.early_stopping_patience)
     if state and state.get("metric") == tracker.metric and state.get("mode") == tracker.mode:
       tracker.best_value, tracker.best_step = state["best_value"], state["best_step"]

@@ -1,0 +1,55 @@
+"""Budgeted runs (train_minutes): stop at the first step past the budget, save and evaluate there, resume the clock."""
+
+import json
+import os
+
+from conftest import make_tiny_config
+from tx_jax import train
+from tx_jax.training import checkpoint
+
+
+def _clock_by_step(workdir) -> dict:
+  """step -> training clock after it, from the batch log (the last time the step ran)."""
+  with open(os.path.join(workdir, "batches_process0.jsonl")) as f:
+    return {e["step"]: e["train_seconds"] for e in map(json.loads, f)}
+
+
+def _eval_steps(workdir) -> list:
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  acc.Reload()
+  return [e.step for e in acc.Scalars("eval/loss")]
+
+
+def test_budget_stops_at_the_first_step_past_it_and_a_larger_budget_continues(small_corpus_dir, vocab_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+
+  def run(minutes):
+    config = make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=100_000, train_minutes=minutes,
+                              eval_every_steps=100_000, checkpoint_every_steps=100_000, log_every_steps=50,
+                              num_predict_sentences=2, log_batches=True)
+    return train.train_and_evaluate(config, workdir)
+
+  first = run(0.1)  # 6 s of training steps
+  stop = first["budget_reached_at_step"]
+  clock = _clock_by_step(workdir)
+  assert clock[stop] >= 6.0 > clock[stop - 1]  # the first step whose clock passes the budget
+  assert abs(first["budget/train_seconds"] - clock[stop]) < 1e-5 and first["budget/steps"] == stop
+  assert first["budget/target_tokens"] > 0
+  manager = checkpoint.make_manager(workdir, read_only=True)
+  assert manager.latest_step() == stop  # saved there ...
+  assert _eval_steps(workdir) == [stop]  # ... and evaluated as at the end
+  saved = checkpoint.loop_state(manager, stop)["clock"]
+  assert abs(saved["train_seconds"] - clock[stop]) < 1e-5 and saved["target_tokens"] == first["budget/target_tokens"]
+
+  second = run(0.2)  # the clock continues from the checkpoint: 6 more seconds, not 12
+  stop2 = second["budget_reached_at_step"]
+  clock = _clock_by_step(workdir)
+  assert stop2 > stop and clock[stop + 1] > clock[stop]
+  assert clock[stop2] >= 12.0 > clock[stop2 - 1]
+  assert second["budget/target_tokens"] > first["budget/target_tokens"]
+  assert _eval_steps(workdir) == [stop, stop2]
+
+  third = run(0.2)  # an exhausted budget trains nothing more and says so
+  assert third["budget_reached_at_step"] == stop2
+  assert checkpoint.make_manager(workdir, read_only=True).latest_step() == stop2
