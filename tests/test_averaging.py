@@ -76,3 +76,22 @@ def test_average_mistakes_are_one_line(run, tmp_path):
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1].startswith("tx_jax.average: --last")
   assert "Traceback" not in result.stderr
+
+
+def test_decoding_sweep_table_on_validation(run):
+  config, workdir = run
+  summary = evaluate.decoding_sweep(config, workdir, ["1", "2"], ["0.6", "1.0"], max_sentences=8)
+  rows = {(r["beam_size"], r["length_penalty"]): r for r in summary["rows"]}
+  assert sorted(rows) == [(1, 0.6), (1, 1.0), (2, 0.6), (2, 1.0)] and summary["split"] == "validation"
+  assert rows[1, 0.6]["bleu"] == rows[1, 1.0]["bleu"]  # greedy decoding has no length penalty
+  plain = evaluate.evaluate(config, workdir, split="validation", max_sentences=8)  # the run's beam 2, alpha 0.6
+  assert rows[2, 0.6]["bleu"] == pytest.approx(plain["bleu"])
+  assert summary["best"]["bleu"] == max(r["bleu"] for r in summary["rows"])
+  assert all(r["length_ratio"] >= 0 for r in summary["rows"])  # a model 8 steps old may say nothing
+  with open(os.path.join(workdir, "eval", "sweep_validation_step8.md")) as f:
+    assert f.read().count("\n| ") == 6  # header, separator and 4 settings
+  result = subprocess.run([sys.executable, "-m", "tx_jax.evaluate", f"--workdir={workdir}", "--beam_sizes=1,x"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+    "tx_jax.evaluate: --beam_sizes has 'x', not a number; pass e.g. --beam_sizes=1,4,8.")

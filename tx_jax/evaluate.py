@@ -39,6 +39,9 @@ def define_flags():
   flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
   flags.DEFINE_bool("use_ema", True, "Evaluate the run's parameter EMA when it keeps one (config.ema_decay > 0); "
                     "--nouse_ema: the raw parameters.")
+  flags.DEFINE_list("beam_sizes", [], "A decoding sweep: decode --split (default then: validation) with every "
+                    "beam size here and every --length_penalties value, and print one table.")
+  flags.DEFINE_list("length_penalties", [], "Length penalty alphas of the sweep (default: the run's).")
   flags.DEFINE_integer("average_last", 0, "Evaluate the mean of the parameters of the newest N checkpoints "
                        "(0: one checkpoint); python -m tx_jax.average writes such an average as a workdir.")
 
@@ -149,6 +152,74 @@ def evaluate_ensemble(config, workdirs, split: str = "test", max_sentences: int 
   return summary
 
 
+def decoding_sweep(config, workdir: str, beam_sizes, alphas, *, split: str = "validation", step=None,
+                   max_sentences: int = 0, use_ema: bool = True) -> dict:
+  """BLEU, chrF, TER and length ratio of the checkpoint's translations of `split` at every beam size x alpha.
+
+  Pick decoding settings on validation, not test. Writes WORKDIR/eval/sweep_<split>_step<N>.{json,md}.
+  """
+  configuration.validate(config)
+  if not tasks.is_translation(config):
+    raise errors.ConfigError(f"A decoding sweep needs a translation model; {workdir} holds config.task="
+                             f"{config.task!r}.")
+  beam_sizes, alphas = [_number(b, int, "--beam_sizes") for b in beam_sizes], [
+    _number(a, float, "--length_penalties") for a in alphas or [config.length_penalty_alpha]]
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  manager = checkpoint.make_manager(workdir, read_only=True, best_metric=config.get("best_metric", ""),
+                                    best_mode=best.mode(config) if config.get("best_metric") else "max")
+  step = checkpoint_step(manager, config, step)
+  step = manager.latest_step() if step is None else step
+  _, graphdef, params, tokenizer = experiment.restore_for_inference(workdir, step, use_ema)
+  pairs = tasks.get(config).pairs(config, split, max_sentences)
+  rows = []
+  for beam in beam_sizes:
+    for alpha in alphas:
+      setting = config.copy_and_resolve_references()
+      setting.beam_size, setting.length_penalty_alpha = beam, alpha
+      start = time.time()
+      scores, _ = evaluation.translation_scores(graphdef, params, tokenizer, pairs, setting, None)
+      rows.append({"beam_size": beam, "length_penalty": alpha, "bleu": scores["BLEU"]["score"],
+                   "chrf": scores["chrF"]["score"], "ter": scores["TER"]["score"],
+                   "length_ratio": scores["BLEU"]["length_ratio"], "seconds": time.time() - start})
+      logging.info("beam %d, alpha %.2f: BLEU %.2f", beam, alpha, rows[-1]["bleu"])
+  best_row = max(rows, key=lambda r: r["bleu"])
+  summary = {"split": split, "step": step, "sentences": len(pairs), "rows": rows, "best": best_row,
+             "signature": scores["BLEU"]["signature"]}
+  table = sweep_table(summary)
+  if jax.process_index() == 0:
+    out = os.path.join(workdir, "eval", f"sweep_{split}_step{step}")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".json", "w") as f:
+      json.dump(summary, f, indent=2)
+    with open(out + ".md", "w") as f:
+      f.write(table + "\n")
+    summary["files"] = [out + ".json", out + ".md"]
+  return summary
+
+
+def _number(text, kind, flag):
+  """`text` of a list flag as an int or float; ConfigError naming the flag otherwise."""
+  try:
+    value = kind(text)
+  except ValueError:
+    raise errors.ConfigError(f"{flag} has {text!r}, not a number; pass e.g. {flag}=1,4,8.") from None
+  if value < 0 or (kind is int and value == 0):
+    raise errors.ConfigError(f"{flag} has {text!r}; beam sizes are positive and penalties non-negative.")
+  return value
+
+
+def sweep_table(summary: dict) -> str:
+  """A decoding sweep as a Markdown table, the best BLEU marked."""
+  lines = [f"Decoding sweep on {summary['split']} ({summary['sentences']} sentences), step {summary['step']}",
+           "", "| beam | length penalty | BLEU | chrF | TER | length ratio | seconds |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  for r in summary["rows"]:
+    mark = " **best**" if r is summary["best"] else ""
+    lines.append(f"| {r['beam_size']} | {r['length_penalty']:g} | {r['bleu']:.2f}{mark} | {r['chrf']:.2f} | "
+                 f"{r['ter']:.2f} | {r['length_ratio']:.3f} | {r['seconds']:.1f} |")
+  return "\n".join(lines + ["", f"BLEU signature: {summary['signature']}"])
+
+
 def report(s: dict) -> str:
   """The human-readable lines `python -m tx_jax.evaluate` prints for a summary."""
   if "ensemble" in s:
@@ -169,6 +240,12 @@ def main(argv):
   overridden = [arg.split("=", 1)[0][len("--config."):] for arg in sys.argv if arg.startswith("--config.")]
   try:
     config = experiment.evaluation_config(workdirs[0], FLAGS.config, overridden)
+    if FLAGS.beam_sizes or FLAGS.length_penalties:
+      split = FLAGS.split if FLAGS["split"].present else "validation"
+      summary = decoding_sweep(config, workdirs[0], FLAGS.beam_sizes or [config.beam_size], FLAGS.length_penalties,
+                               split=split, step=FLAGS.step, max_sentences=FLAGS.max_sentences, use_ema=FLAGS.use_ema)
+      print(sweep_table(summary))
+      return
     if len(workdirs) > 1:
       if FLAGS.step is not None or FLAGS.average_last:
         raise errors.ConfigError("--step and --average_last pick checkpoints of one workdir; an ensemble uses "

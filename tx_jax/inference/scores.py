@@ -130,6 +130,8 @@ def corpus_scores(hypotheses, references, *, confidence=True, seed=12345, n_boot
         "mean": float(score._mean) if confidence else None,
         "details": score.format(signature=signature),
       }
+      if key == "BLEU":  # hypothesis / reference length, the figure a length penalty is tuned by
+        out[key]["length_ratio"] = float(score.sys_len / max(score.ref_len, 1))
   return out
 
 
