@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/demo
+# test-core: the test extra without transformers and torch (the interop tests then skip themselves)
+TEST_EXTRA ?= test
+PYTEST_ARGS ?=
 CONFIG ?= configs/default.py
 
 .PHONY: install install-test demo test test-fast tensorboard clean
@@ -17,8 +20,8 @@ install: $(VENV)/bin/activate
 # The interop tests build reference models with PyTorch: a CPU build is enough (torch==2.13.0 is the
 # CPU wheel this project's machines carry; elsewhere a CPU torch installed beforehand is kept).
 install-test: $(VENV)/bin/activate
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[test]"
+	[ "$(TEST_EXTRA)" != test ] || $(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[$(TEST_EXTRA)]"
 
 # Fetch the offline corpus, train the default config, evaluate its final checkpoint on the test split.
 demo: install
@@ -29,7 +32,7 @@ demo: install
 	@echo "Translations:     $(WORKDIR)/eval/"
 
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install-test
 	$(PY) -m pytest -q -m "not slow"
@@ -38,4 +41,4 @@ tensorboard: install
 	$(VENV)/bin/tensorboard --logdir=$(WORKDIR)/tensorboard --bind_all
 
 clean:
-	rm -rf $(VENV) workdirs build *.egg-info
+	rm -rf $(VENV) .venv-newest workdirs build *.egg-info

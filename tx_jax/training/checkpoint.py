@@ -32,13 +32,13 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, read_only: bool = False,
   writes and reads checkpoint metrics only when it has a best_fn).
   """
   directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
-  keep = {"preservation_policy": preservation_policy} if preservation_policy else {"max_to_keep": max_to_keep}
-  if read_only:
-    keep = {}
+  if read_only:  # neither saves nor deletes; save_interval_steps=0 spares Orbax's "read_only=True, setting ..." warnings
+    kw = dict(read_only=True, create=False, save_interval_steps=0, enable_async_checkpointing=False)
+  else:  # a preservation policy: Orbax deprecates CheckpointManagerOptions.max_to_keep for them
+    kw = dict(preservation_policy=preservation_policy or ocp.checkpoint_managers.LatestN(max_to_keep))
   if best_metric:
-    keep.update(best_fn=lambda metrics: float(metrics[best_metric]), best_mode=best_mode)
-  options = ocp.CheckpointManagerOptions(create=not read_only, read_only=read_only,
-                                         enable_async_checkpointing=not read_only, **keep)
+    kw.update(best_fn=lambda metrics: float(metrics[best_metric]), best_mode=best_mode)
+  options = ocp.CheckpointManagerOptions(**kw)
   return ocp.CheckpointManager(directory, options=options)
 
 
