@@ -99,3 +99,42 @@ def test_two_processes_match_one_process_of_four_devices(small_corpus_dir, vocab
     if "key" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path):
       continue  # zero gradient in exact arithmetic: Adam turns its rounding noise into +-lr (test_parallel.py)
     np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+
+
+_LONG_RUN = _SCRIPT.replace("num_train_steps=4, log_every_steps=2,", "num_train_steps={steps}, log_every_steps=2,") \
+  .replace("eval_every_steps=4, checkpoint_every_steps=4,", "eval_every_steps=10_000, checkpoint_every_steps=10_000, "
+           "log_batches=True,")
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_restart_continues(small_corpus_dir, vocab_dir,
+                                                                                      tmp_path):
+  import signal
+  import time
+  workdir = tmp_path / "run"
+  fmt = dict(repo=REPO, corpus=small_corpus_dir, vocab=vocab_dir, parallelism="jit", workdir=str(workdir))
+
+  def launch(steps):
+    coordinator = f"localhost:{_free_port()}"
+    return [_launch(_LONG_RUN.format(steps=steps, **fmt), 2, {"TX_JAX_COORDINATOR": coordinator,
+                                                              "TX_JAX_NUM_PROCESSES": "2", "TX_JAX_PROCESS_ID": str(i)})
+            for i in range(2)]
+
+  procs = launch(10_000)
+  log = workdir / "batches_process0.jsonl"
+  deadline = time.time() + 300
+  while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+    assert time.time() < deadline and all(p.poll() is None for p in procs), "the run did not start"
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)  # only the second process is told: both must stop after the same step
+  results = [_result(p) for p in procs]
+  stops = [int(r["summary"]["stopped_at_step"]) for r in results]
+  assert stops[0] == stops[1] and 3 <= stops[0] < 10_000
+  stop = stops[0]
+  assert checkpoint.make_manager(str(workdir), read_only=True).latest_step() == stop
+
+  restarted = [_result(p) for p in launch(stop + 2)]  # both continue from the saved step
+  assert all("stopped_at_step" not in r["summary"] for r in restarted)
+  assert checkpoint.make_manager(str(workdir), read_only=True).latest_step() == stop + 2
+  fed = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+  assert fed[-2:] == [stop + 1, stop + 2] and fed.count(stop + 1) == 1  # no step trained twice
