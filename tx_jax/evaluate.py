@@ -63,12 +63,14 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
       raise errors.ConfigError("--step and --average_last exclude each other (an average is of the newest steps).")
     averaged = averaging.last_steps(manager, average_last)
     state, _ = averaging.average_states(manager, abstract_state, averaged)
-  else:
+    params, step = state.params, int(jax.device_get(state.step))  # an average is of the raw parameters
+  elif use_ema and config.get("ema_decay", 0.0) > 0:  # the average lives in the optimizer state
     state, _ = checkpoint.restore(manager, abstract_state, step)
-  step = int(jax.device_get(state.step))
-  params = state.params if average_last else ema.inference_params(state, use_ema)  # an average is of raw params
-  with_ema = params is not state.params
-  raw_of_ema_run = not average_last and not with_ema and ema.find(state.opt_state) is not None
+    params, step = ema.inference_params(state), int(jax.device_get(state.step))
+  else:  # the parameters alone: no Adam moment is read
+    params, step = checkpoint.restore_params(workdir, abstract_state.params, step)
+  with_ema = not average_last and use_ema and config.get("ema_decay", 0.0) > 0
+  raw_of_ema_run = not average_last and not with_ema and config.get("ema_decay", 0.0) > 0
   variant = f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else ""
   name = f"{split}_step{step}" + (f"_{variant}" if variant else "")  # of the results files
   results = evaluation.loss_metrics(eval_fn, params, task, tokenizer, split, config, mesh, prefix=split,

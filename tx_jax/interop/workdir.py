@@ -1,8 +1,9 @@
 """Writes and reads an imported model as a tx_jax workdir: config.json and an Orbax checkpoint.
 
-The one place that knows the checkpoint layout for imported weights: today the "state" item of
-tx_jax.training.checkpoint (a train state: step 0, the params, a fresh optimizer state) and no data
-position (checkpoint.restore then reports none, and training starts its data from the beginning).
+The one place that knows the checkpoint layout for imported weights: the "state" item of
+tx_jax.training.checkpoint (a train state: step 0, the params, no optimizer state) and no data
+position. Every entry point reads the parameters alone (checkpoint.restore_params); fine-tuning
+starts a new workdir from it with --config.init_from, which builds its own optimizer.
 """
 
 import json
@@ -11,7 +12,6 @@ import shutil
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 import orbax.checkpoint as ocp
 
@@ -25,15 +25,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "merges.txt", "tokenizer.model", "source.spm", "target.spm")
 
 
-def _optimizer_state(config: dict, params):
-  """A fresh optimizer state for `params` when the config has optimizer fields, else optax.EmptyState()."""
-  if "learning_rate" not in config:
-    return optax.EmptyState()
-  from tx_jax.training import schedules
-  cfg = ml_collections.ConfigDict(config)
-  return schedules.make_optimizer(cfg, schedules.make_schedule(cfg)).init(params)
-
-
 def write_workdir(workdir: str, config_dict: dict, params):
   """Writes WORKDIR/config.json (the flat config) and `params` as the step-0 checkpoint in WORKDIR/checkpoints."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -41,7 +32,7 @@ def write_workdir(workdir: str, config_dict: dict, params):
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config_dict, f, indent=2)
   state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                              opt_state=_optimizer_state(config_dict, params),
+                              opt_state=optax.EmptyState(),  # no optimizer state: inference and init_from read params
                               rng=jax.random.key_data(jax.random.key(config_dict.get("seed", 0) + 1)))
   manager = checkpoint.make_manager(workdir, max_to_keep=1)
   manager.save(IMPORT_STEP, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)

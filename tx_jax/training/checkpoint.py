@@ -153,6 +153,50 @@ def _restore_step(manager: ocp.CheckpointManager, target, step: int):
   return state, data_state(manager, step)
 
 
+def restore_params(workdir: str, abstract_params, step: int | None = None):
+  """(params, step) of a checkpoint, reading the parameters alone (no optimizer state, no Adam moments).
+
+  Orbax's partial restore of the "state" item's params sub-tree; newest readable step when `step`
+  is None (unreadable newer ones are reported and skipped, as in `restore`), else exactly `step`.
+  """
+  manager = make_manager(workdir, read_only=True)
+  steps = sorted(manager.all_steps(), reverse=True)
+  if step is not None and step not in steps or not steps:
+    raise errors.CheckpointError(
+      f"No checkpoint{'' if step is None else f' at step {step}'} in {manager.directory} "
+      f"(saved steps: {sorted(steps) or 'none'}); train first with python -m tx_jax.train "
+      f"--workdir=... or pass a --step that exists.")
+  target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                                   abstract_params)}
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
+  first_error = None
+  for candidate in [step] if step is not None else steps:
+    try:
+      # A fresh manager per read: Orbax binds an item name to one handler, and `restore` uses another.
+      restored = make_manager(workdir, read_only=True).restore(candidate, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)))
+      params = jax.tree.unflatten(jax.tree.structure(abstract_params),
+                                  jax.tree.leaves(restored["state"]["params"]))
+    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types)
+      error = errors.CheckpointError(
+        f"the parameters at step {candidate} in {manager.directory} do not fit this config's model or are "
+        f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check the workdir's config.json, or "
+        "pick another --step.")
+    else:
+      bad = non_finite_leaves(params)
+      if not bad:
+        logging.info("Restored the parameters of checkpoint step %d from %s", candidate, manager.directory)
+        return params, candidate
+      error = errors.CheckpointError(f"the checkpoint at step {candidate} in {manager.directory} holds non-finite "
+                                     f"values in {', '.join(bad[:3])}; pick another --step.")
+    if step is not None:
+      raise error
+    first_error = first_error or error
+    logging.warning("Checkpoint step %d is unreadable, falling back to the one before: %s", candidate, error)
+  raise errors.CheckpointError(f"No readable checkpoint in {manager.directory} (tried steps {steps}); the newest "
+                               f"failed with: {first_error}")
+
+
 def non_finite_leaves(tree) -> list:
   """Paths of the floating-point leaves of `tree` holding a NaN or infinity."""
   bad = []

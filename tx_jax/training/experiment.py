@@ -77,13 +77,21 @@ def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections
 def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool = True):
   """(config, graphdef, params, tokenizer) of a trained workdir, on this process's devices.
 
-  The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, else the raw ones.
+  The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, else the raw
+  ones, read alone: no optimizer is built and no Adam moment read (the EMA lives in the optimizer
+  state, so only an EMA restore reads that).
   """
   config = workdir_config(workdir)
   mesh = parallel.make_mesh((-1, 1, 1))
-  graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
-  state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
-  return config, graphdef, ema.inference_params(state, use_ema), tasks.get(config).tokenizer(config)
+  tokenizer = tasks.get(config).tokenizer(config)
+  if use_ema and config.get("ema_decay", 0.0) > 0:
+    graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
+    state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
+    return config, graphdef, ema.inference_params(state, use_ema), tokenizer
+  graphdef, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(config, rngs), config.get("seed", 0),
+                                                mesh)
+  params, _ = checkpoint.restore_params(workdir, abstract, step)
+  return config, graphdef, params, tokenizer
 
 
 def restore_ensemble(workdirs, step: int | None = None, use_ema: bool = True):

@@ -4,6 +4,7 @@ import jax
 from absl import logging
 
 from tx_jax import errors, parallel
+from tx_jax.models import registry
 from tx_jax.training import checkpoint, experiment
 from tx_jax.training import step as step_lib
 
@@ -19,9 +20,10 @@ def load_matching_params(workdir: str, params):
   values. A shared parameter with another shape (another vocab_size or width) is an error.
   """
   source_config = experiment.workdir_config(workdir)
-  _, abstract, _, _ = experiment.build(source_config, parallel.make_mesh((-1, 1, 1)), abstract_only=True)
-  source, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract)
-  source = {_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(source.params)}
+  _, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(source_config, rngs),
+                                         source_config.get("seed", 0), parallel.make_mesh((-1, 1, 1)))
+  source, _ = checkpoint.restore_params(workdir, abstract)  # the parameters alone, not the optimizer state
+  source = {_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(source)}
   copied, kept = [], []
 
   def take(path, value):

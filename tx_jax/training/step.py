@@ -23,6 +23,13 @@ class TrainState:
   rng: jax.Array  # uint32 key data; dropout keys are fold_in(rng, step)
 
 
+def abstract_params(make_model, seed: int, mesh):
+  """(graphdef, params as jax.ShapeDtypeStructs with their shardings): a restore target without an optimizer."""
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: make_model(nnx.Rngs(seed))), nnx.Param)
+  shardings = parallel.state_shardings(params, mesh)
+  return graphdef, jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
+
+
 def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, mesh, abstract_only=False):
   """Initialises model and optimizer directly in their shardings; returns (graphdef, state, shardings).
 
