@@ -7,6 +7,7 @@ tokenizing and packing. Each run is `python -m tx_jax.train --config=configs/def
 the corpus as `text_files`, measured from process start to the log line of the first step.
 
   python experiments/data_scaling.py [--old=DIR] [--sizes=35000,350000,3500000] [--steps=150]
+        [--grain_flags=--config.data_workers=0 ...] [--rounds=3]
 
 --old points at a checkout of the pipeline before Grain (e.g. `git worktree add /tmp/old 93e9472`);
 without it only the new pipeline runs (--new: another checkout of it, e.g. a worktree of HEAD). The one-time preparation of a corpus (ArrayRecord shards)
@@ -109,7 +110,10 @@ def main():
   parser.add_argument("--sizes", default="35000,350000,3500000")
   parser.add_argument("--steps", type=int, default=150)
   parser.add_argument("--scratch", default="/tmp/tx_jax_data_scaling")
-  parser.add_argument("--grain_flags", default="", help="extra flags of the Grain runs, e.g. --config.data_workers=0")
+  parser.add_argument("--grain_flags", action="append", default=[],
+                      help="extra flags of a Grain variant, e.g. --config.data_workers=0 (repeat for several variants)")
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="runs of every variant per size, interleaved (ABAB...), so noise hits all alike")
   args = parser.parse_args()
   from configs import default
   from tx_jax.data import libreoffice
@@ -120,26 +124,39 @@ def main():
   if not os.path.exists(vocab):
     from tx_jax import tasks
     tasks.get(config).tokenizer(config, train=True)
+  variants = [(f"grain {f}".strip(), args.new, f.split()) for f in (args.grain_flags or [""])]
+  if args.old:
+    variants.append(("old", args.old, []))
   rows = []
   for size in map(int, args.sizes.split(",")):
     corpus = os.path.join(args.scratch, f"corpus_{size}")
     build_corpus(corpus, pairs, size)
     record_cache = os.path.join(args.scratch, f"cache_{size}")
     prep = prepare(corpus, vocab, record_cache)
-    for name, checkout in (("grain", args.new), ("old", args.old)):
-      if not checkout:
-        continue
-      r = run_training(checkout, corpus, vocab, os.path.join(args.scratch, f"run_{name}_{size}_{time.time():.0f}"),
-                       args.steps, record_cache, args.grain_flags.split() if name == "grain" else ())
-      rows.append((size, name, prep if name == "grain" else None, r))
-      print(f"{size:>9,} {name:6} prepare {prep if name == 'grain' else 0:6.1f} s  first step {r['first_step_s']:6.1f} s"
-            f"  peak RSS {r['peak_rss_gb']:5.2f} GB  {r['tokens_per_s']:7.0f} tokens/s  data wait ms/step "
-            f"{r['data_wait_ms']}  step median/max ms {r['step_ms']}", flush=True)
-  print("\n| pairs | pipeline | one-time preparation s | start to first step s | peak RSS GB | tokens/s |")
+    for r_index in range(args.rounds):
+      order = variants if r_index % 2 == 0 else variants[::-1]
+      for name, checkout, extra in order:
+        r = run_training(checkout, corpus, vocab, os.path.join(args.scratch, f"run_{size}_{time.time():.0f}"),
+                         args.steps, record_cache, extra)
+        rows.append((size, name, r))
+        print(f"{size:>9,} {name:30} first step {r['first_step_s']:6.1f} s  peak RSS {r['peak_rss_gb']:5.2f} GB  "
+              f"{r['tokens_per_s']:7.0f} tokens/s  data wait ms/step {r['data_wait_ms']}  step median/max ms "
+              f"{r['step_ms']}", flush=True)
+  print(f"\none-time preparation (ArrayRecord shards) s: {prep:.1f} at the last size\n")
+  print("| pairs | pipeline | runs | start to first step s | peak RSS GB | tokens/s (median of runs) |")
   print("| --- | --- | --- | --- | --- | --- |")
-  for size, name, prep, r in rows:
-    print(f"| {size:,} | {name} | {'' if prep is None else f'{prep:.1f}'} | {r['first_step_s']:.1f} | "
-          f"{r['peak_rss_gb']:.2f} | {r['tokens_per_s']:,.0f} |")
+  medians = {}
+  for size in dict.fromkeys(s for s, _, _ in rows):
+    for name, _, _ in variants:
+      runs = [r for s, n, r in rows if s == size and n == name]
+      med = {k: float(np.median([r[k] for r in runs])) for k in ("first_step_s", "peak_rss_gb", "tokens_per_s")}
+      medians[size, name] = med
+      print(f"| {size:,} | {name} | {len(runs)} | {med['first_step_s']:.1f} | {med['peak_rss_gb']:.2f} | "
+            f"{med['tokens_per_s']:,.0f} |")
+  if args.old:
+    for (size, name), med in medians.items():
+      if name != "old":
+        print(f"{size:,} pairs tokens/s {name} / old: {med['tokens_per_s'] / medians[size, 'old']['tokens_per_s']:.3f}x")
 
 
 if __name__ == "__main__":
