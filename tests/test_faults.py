@@ -152,12 +152,22 @@ def _half_written(step_dir):
 @pytest.mark.parametrize("damage", [_truncate, _garble, _half_written])
 def test_damaged_newest_checkpoint_falls_back_with_a_warning(small_corpus_dir, vocab_dir, tmp_path, damage):
   config_file, workdir = _train_six_steps(small_corpus_dir, vocab_dir, tmp_path)
+  intact = str(tmp_path / "intact")
+  shutil.copytree(workdir, intact)
   damage(os.path.join(workdir, "checkpoints", "6"))
   config = make_tiny_config(small_corpus_dir, vocab_dir)
-  summary = evaluate.evaluate(config, workdir, split="test", max_sentences=4)  # newest readable: step 3
-  assert summary["step"] == 3
-  with pytest.raises(Exception, match="step 6"):
-    evaluate.evaluate(config, workdir, step=6, split="test", max_sentences=4)  # an explicit step: one error
+  # Evaluation reads the parameters alone: it falls back to step 3 unless the damage spared every
+  # parameter of step 6, and then it must have read exactly the undamaged values.
+  _, abstract, _, _ = experiment.build(config, parallel.make_mesh(config.mesh_shape), abstract_only=True)
+  params, step = checkpoint.restore_params(workdir, abstract.params)
+  summary = evaluate.evaluate(config, workdir, split="test", max_sentences=4)
+  assert summary["step"] == step in (3, 6)
+  if step == 6:
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(checkpoint.restore_params(intact, abstract.params)[0])):
+      np.testing.assert_array_equal(x, y)
+  else:
+    with pytest.raises(Exception, match="step 6"):
+      evaluate.evaluate(config, workdir, step=6, split="test", max_sentences=4)  # an explicit step: one error
   code, err = _finish(_start(config_file, workdir, "--config.num_train_steps=8"))
   assert code == 0, err[-2000:]
   assert "Checkpoint step 6 is unreadable" in err
