@@ -112,24 +112,33 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   later save overwrites it and no good checkpoint is rotated away in its place. An explicit
   unreadable `step` is one error.
   """
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+  on_unreadable = (lambda candidate: _set_aside(manager, candidate)) if set_aside else None
+  return _newest_readable(manager, step, lambda candidate: _restore_step(manager, target, candidate), on_unreadable)
+
+
+def _newest_readable(manager: ocp.CheckpointManager, step: int | None, read, on_unreadable=None):
+  """read(step) of exactly `step`, or without one of the newest step it does not raise CheckpointError for.
+
+  Each unreadable step is logged (and handed to `on_unreadable`) before the one before it is tried.
+  """
   steps = sorted(manager.all_steps(), reverse=True)
   if step is not None and step not in steps or not steps:
     raise errors.CheckpointError(
       f"No checkpoint{'' if step is None else f' at step {step}'} in {manager.directory} "
       f"(saved steps: {sorted(steps) or 'none'}); train first with python -m tx_jax.train "
       f"--workdir=... or pass a --step that exists.")
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
   if step is not None:
-    return _restore_step(manager, target, step)
+    return read(step)
   first_error = None
   for candidate in steps:
     try:
-      return _restore_step(manager, target, candidate)
+      return read(candidate)
     except errors.CheckpointError as e:
       first_error = first_error or e
       logging.warning("Checkpoint step %d is unreadable, falling back to the one before: %s", candidate, e)
-      if set_aside:
-        _set_aside(manager, candidate)
+      if on_unreadable:
+        on_unreadable(candidate)
   raise errors.CheckpointError(f"No readable checkpoint in {manager.directory} (tried steps {steps}); the newest "
                                f"failed with: {first_error}")
 
@@ -144,13 +153,18 @@ def _restore_step(manager: ocp.CheckpointManager, target, step: int):
       f"the checkpoint at step {step} in {manager.directory} does not fit this config's model or is "
       f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check --config matches the one used for "
       f"training, or pick another --step.") from None
-  bad = non_finite_leaves(state)
+  _check_finite(manager, step, state)
+  logging.info("Restored checkpoint step %d from %s", step, manager.directory)
+  return state, data_state(manager, step)
+
+
+def _check_finite(manager: ocp.CheckpointManager, step: int, tree):
+  """CheckpointError naming the step and the leaves when `tree`, restored from `step`, holds a NaN or infinity."""
+  bad = non_finite_leaves(tree)
   if bad:
     raise errors.CheckpointError(f"the checkpoint at step {step} in {manager.directory} holds non-finite values in "
                                  f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} (damaged files or a diverged "
                                  "run); pick another --step.")
-  logging.info("Restored checkpoint step %d from %s", step, manager.directory)
-  return state, data_state(manager, step)
 
 
 def restore_params(workdir: str, abstract_params, step: int | None = None):
@@ -160,17 +174,11 @@ def restore_params(workdir: str, abstract_params, step: int | None = None):
   is None (unreadable newer ones are reported and skipped, as in `restore`), else exactly `step`.
   """
   manager = make_manager(workdir, read_only=True)
-  steps = sorted(manager.all_steps(), reverse=True)
-  if step is not None and step not in steps or not steps:
-    raise errors.CheckpointError(
-      f"No checkpoint{'' if step is None else f' at step {step}'} in {manager.directory} "
-      f"(saved steps: {sorted(steps) or 'none'}); train first with python -m tx_jax.train "
-      f"--workdir=... or pass a --step that exists.")
   target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                                    abstract_params)}
   restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
-  first_error = None
-  for candidate in [step] if step is not None else steps:
+
+  def read(candidate):
     try:
       # A fresh manager per read: Orbax binds an item name to one handler, and `restore` uses another.
       restored = make_manager(workdir, read_only=True).restore(candidate, args=ocp.args.Composite(
@@ -178,23 +186,15 @@ def restore_params(workdir: str, abstract_params, step: int | None = None):
       params = jax.tree.unflatten(jax.tree.structure(abstract_params),
                                   jax.tree.leaves(restored["state"]["params"]))
     except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types)
-      error = errors.CheckpointError(
+      raise errors.CheckpointError(
         f"the parameters at step {candidate} in {manager.directory} do not fit this config's model or are "
         f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check the workdir's config.json, or "
-        "pick another --step.")
-    else:
-      bad = non_finite_leaves(params)
-      if not bad:
-        logging.info("Restored the parameters of checkpoint step %d from %s", candidate, manager.directory)
-        return params, candidate
-      error = errors.CheckpointError(f"the checkpoint at step {candidate} in {manager.directory} holds non-finite "
-                                     f"values in {', '.join(bad[:3])}; pick another --step.")
-    if step is not None:
-      raise error
-    first_error = first_error or error
-    logging.warning("Checkpoint step %d is unreadable, falling back to the one before: %s", candidate, error)
-  raise errors.CheckpointError(f"No readable checkpoint in {manager.directory} (tried steps {steps}); the newest "
-                               f"failed with: {first_error}")
+        "pick another --step.") from None
+    _check_finite(manager, candidate, params)
+    logging.info("Restored the parameters of checkpoint step %d from %s", candidate, manager.directory)
+    return params, candidate
+
+  return _newest_readable(manager, step, read)
 
 
 def non_finite_leaves(tree) -> list:
