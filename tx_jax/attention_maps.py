@@ -39,17 +39,18 @@ def family_kinds(config) -> tuple:
 
 
 def pieces(processor, ids) -> list:
-  """SentencePiece pieces of token ids ('▁' marks a word start; '<s>', '</s>' the specials)."""
+  """The tokenizer's pieces of token ids (SentencePiece: '▁' marks a word start; '<s>', '</s>' the specials)."""
   return [processor.id_to_piece(int(i)) for i in ids]
 
 
-def greedy_target(graphdef, params, config, source_ids) -> list:
+def greedy_target(graphdef, params, config, source_ids, bos_id: int = tokenizer_lib.BOS_ID,
+                  eos_id: int = tokenizer_lib.EOS_ID) -> list:
   """The model's own greedy translation of source ids (EOS included) as target ids, without EOS."""
   max_len = decode.decode_length(len(source_ids), config.max_predict_length)
   out = decode.translate_batch(graphdef, params, jnp.asarray([source_ids], jnp.int32), beam_size=1,
-                               max_len=max_len, alpha=config.length_penalty_alpha)
+                               max_len=max_len, alpha=config.length_penalty_alpha, bos_id=bos_id, eos_id=eos_id)
   ids = [int(i) for i in np.asarray(out)[0]]
-  return ids[:ids.index(tokenizer_lib.EOS_ID)] if tokenizer_lib.EOS_ID in ids else ids
+  return ids[:ids.index(eos_id)] if eos_id in ids else ids
 
 
 def _per_layer(intermediates, stack: str, attention: str):
@@ -97,15 +98,17 @@ def attention_weights(graphdef, params, config, processor, text: str, target: st
   ids = processor.encode(text)
   as_batch = lambda x: jnp.asarray([x], jnp.int32)  # [1, len]
   if family == "encoder_decoder":
-    source = ids + [tokenizer_lib.EOS_ID]
-    target_ids = greedy_target(graphdef, params, config, source) if target is None else processor.encode(target)
-    decoder_inputs = [tokenizer_lib.BOS_ID] + target_ids
+    bos, eos = processor.bos_id, processor.eos_id
+    source = ids + [eos]
+    target_ids = (greedy_target(graphdef, params, config, source, bos, eos) if target is None
+                  else processor.encode_target(target))
+    decoder_inputs = [bos] + target_ids
     weights = _sown_weights(graphdef, params, as_batch(source), as_batch(decoder_inputs), family=family)
-    predicted = target_ids + [tokenizer_lib.EOS_ID]
+    predicted = target_ids + [eos]
     src, dec_in, out = (pieces(processor, x) for x in (source, decoder_inputs, predicted))
     labels = {"encoder_self": (src, src), "decoder_self": (out, dec_in), "cross": (out, src)}
   else:
-    tokens = task.attention_tokens(ids)  # <s> + text (decoder), text + </s> (encoder; [CLS] first to classify)
+    tokens = task.attention_tokens(ids, processor)  # <s> + text (decoder), text + </s> (encoder; [CLS] first to classify)
     weights = _sown_weights(graphdef, params, as_batch(tokens), family=family)
     labels = {"self": (pieces(processor, tokens),) * 2}
   return {kind: AttentionMap(np.asarray(weights[kind], np.float32), *labels[kind]) for kind in KINDS[family]}

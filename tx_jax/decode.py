@@ -274,20 +274,22 @@ def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam
       logging.warning("Cut %d of %d sources to their first %d tokens (config.max_eval_target_length).", cut,
                       len(encoded), max_source_length)
     encoded = [ids[:max_source_length - 1] for ids in encoded]
-  sources = [np.asarray(ids + [tokenizer_lib.EOS_ID], np.int32) for ids in encoded]
+  sources = [np.asarray(ids + [processor.eos_id], np.int32) for ids in encoded]
   outputs = [""] * len(sources)
   local_rows = batch_size // jax.process_count()
-  for ids, inputs in pipeline.source_batches(sources, global_rows=batch_size):
-    max_len = decode_length(int((inputs != 0).sum(1).max()), max_predict_length)
+  pad_id = processor.pad_id  # the model's padding: tokens equal to it are masked out of the sources
+  for ids, inputs in pipeline.source_batches(sources, global_rows=batch_size, pad_id=pad_id):
+    max_len = decode_length(int((inputs != pad_id).sum(1).max()), max_predict_length)
     if mesh is not None:  # each process feeds its rows of the batch and gets every row back
       local = inputs[jax.process_index() * local_rows:(jax.process_index() + 1) * local_rows]
       inputs = parallel.global_batch({"inputs": local}, mesh)["inputs"]
     else:
       inputs = jnp.asarray(inputs)
-    out = translate_batch(graphdef, params, inputs, beam_size=beam_size, max_len=max_len, alpha=alpha)
+    out = translate_batch(graphdef, params, inputs, beam_size=beam_size, max_len=max_len, alpha=alpha,
+                          bos_id=processor.bos_id, eos_id=processor.eos_id)
     out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
     out = np.asarray(out)
     for row, i in enumerate(ids):
       if i >= 0:
-        outputs[i] = tokenizer_lib.decode(processor, out[row])
+        outputs[i] = processor.detokenize(out[row])
   return outputs

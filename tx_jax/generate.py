@@ -33,8 +33,9 @@ def define_flags():
   flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p"))
-def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p):
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "eos_id"))
+def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p,
+              eos_id=tokenizer_lib.EOS_ID):
   """Feeds prompt [b, p] (BOS first) through the cache, then decodes up to max_new_tokens tokens."""
   model = nnx.merge(graphdef, params)
   batch, prompt_len = prompt.shape
@@ -47,9 +48,9 @@ def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top
   output_kernel = model.output_kernel()
   step_fn = lambda tokens, cache, i: model.decode_step(tokens, cache, i + prompt_len - 1, output_kernel)
   if temperature == 0.0:
-    return decode.greedy(step_fn, cache, batch, max_new_tokens, bos_id=prompt[0, -1], grow=grow)[0]
+    return decode.greedy(step_fn, cache, batch, max_new_tokens, eos_id=eos_id, bos_id=prompt[0, -1], grow=grow)[0]
   return decode.sample(step_fn, cache, batch, max_new_tokens, rng, temperature=temperature, top_k=top_k,
-                       top_p=top_p, bos_id=prompt[0, -1], grow=grow)[0]
+                       top_p=top_p, eos_id=eos_id, bos_id=prompt[0, -1], grow=grow)[0]
 
 
 def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, temperature=1.0, top_k=0,
@@ -59,11 +60,11 @@ def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, tem
   if not tasks.is_language_model(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
                              "tx_jax.generate needs a language model (task=lm).")
-  ids = [tokenizer_lib.BOS_ID] + processor.encode(prompt)
+  ids = [processor.bos_id] + processor.encode(prompt)
   prompt_ids = jnp.asarray(np.tile(np.asarray(ids, np.int32), (num_samples, 1)))
   out = _generate(graphdef, params, prompt_ids, jax.random.key(seed), max_new_tokens=max_new_tokens,
-                  temperature=float(temperature), top_k=top_k, top_p=float(top_p))
-  return [tokenizer_lib.decode(processor, row) for row in np.asarray(out)]
+                  temperature=float(temperature), top_k=top_k, top_p=float(top_p), eos_id=processor.eos_id)
+  return [processor.detokenize(row) for row in np.asarray(out)]
 
 
 def main(argv):

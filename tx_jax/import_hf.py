@@ -2,7 +2,8 @@
 
 Supports GPT2LMHeadModel, LlamaForCausalLM, BertForMaskedLM, BertForSequenceClassification and
 MarianMTModel directories (config.json + safetensors weights). Writes W/config.json, the weights
-as W's step-0 checkpoint, and the model's tokenizer files in W/tokenizer/.
+as W's step-0 checkpoint, and the model's tokenizer files in W/tokenizer/, which the config's
+vocab_path then names: every entry point tokenizes with the model's own tokenizer.
 """
 
 import json
@@ -13,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tx_jax import command_line, errors, logging_utils
+from tx_jax.data import hf_tokenizers
 from tx_jax.interop import hf_config, hf_weights
 from tx_jax.interop import workdir as workdir_lib
 
@@ -44,8 +46,10 @@ def import_dir(hf_dir: str, workdir: str, *, base_config=None, architecture=None
   config = dict(base_config.to_dict() if hasattr(base_config, "to_dict") else base_config or {})
   config.update(hf_config.from_hf(read_hf_config(hf_dir), architecture))
   params = hf_weights.to_tx_params(config, hf_weights.read_state_dict(hf_dir))
-  workdir_lib.write_workdir(workdir, config, params)
   workdir_lib.copy_tokenizer(hf_dir, os.path.join(workdir, "tokenizer"))
+  if hf_tokenizers.is_tokenizer_dir(os.path.join(workdir, "tokenizer")):
+    config["vocab_path"] = "tokenizer"  # the model's own tokenizer, relative to the workdir (which may move)
+  workdir_lib.write_workdir(workdir, config, params)
   return config
 
 

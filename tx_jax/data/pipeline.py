@@ -56,15 +56,16 @@ def fingerprint(batch: dict) -> str:
   return h.hexdigest()
 
 
-def with_decoder_inputs(row: dict) -> dict:
-  """A packed row plus decoder_inputs: each segment's targets shifted right behind BOS (0 = padding)."""
+def with_decoder_inputs(row: dict, bos_id: int = tokenizer_lib.BOS_ID) -> dict:
+  """A packed row plus decoder_inputs: each segment's targets shifted right behind `bos_id` (0 = padding)."""
   targets, positions, segments = row["targets"], row["targets_positions"], row["targets_segment_ids"]
   shifted = np.concatenate([np.zeros_like(targets[:1]), targets[:-1]])
-  decoder_inputs = np.where(positions == 0, tokenizer_lib.BOS_ID, shifted) * (segments > 0)
+  decoder_inputs = np.where(positions == 0, bos_id, shifted) * (segments > 0)
   return dict(row, decoder_inputs=decoder_inputs.astype(np.int32))
 
 
-def packed(ds: grain.IterDataset, lengths: dict, *, seed: int, shuffle_bins: bool) -> grain.IterDataset:
+def packed(ds: grain.IterDataset, lengths: dict, *, seed: int, shuffle_bins: bool,
+           bos_id: int = tokenizer_lib.BOS_ID) -> grain.IterDataset:
   """First-fit packs examples {feature: int32 [len]} into rows of `lengths`, with segment ids and positions.
 
   Grain's packer gives every feature f its f_segment_ids (1, 2, ... per example; 0 = padding) and
@@ -72,7 +73,7 @@ def packed(ds: grain.IterDataset, lengths: dict, *, seed: int, shuffle_bins: boo
   """
   ds = grain.experimental.FirstFitPackIterDataset(ds, length_struct=lengths, num_packing_bins=PACKING_BINS,
                                                   seed=seed, shuffle_bins=shuffle_bins)
-  return ds.map(with_decoder_inputs) if "targets" in lengths else ds
+  return ds.map(functools.partial(with_decoder_inputs, bos_id=bos_id)) if "targets" in lengths else ds
 
 
 def padded(example: dict, length: int) -> dict:
@@ -244,11 +245,12 @@ def empty_packed_row(lengths: dict) -> dict:
 
 
 def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
-                   process_index: int = 0, process_count: int = 1):
+                   process_index: int = 0, process_count: int = 1, pad_id: int = 0):
   """Source-only padded batches for decoding, sorted by length to cut padding.
 
   Yields (ids, inputs [local_rows, L]) where ids are the indices of the rows' sentences in
-  `sources` (-1 for filler rows) and L is the smallest of `lengths` that fits the batch.
+  `sources` (-1 for filler rows) and L is the smallest of `lengths` that fits the batch; rows are
+  padded with `pad_id` (the model's: Marian's EOS is 0).
   """
   order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
   local_rows = global_rows // process_count
@@ -256,7 +258,7 @@ def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 12
     chunk = order[start:start + global_rows]
     longest = max(len(sources[i]) for i in chunk)
     length = next((l for l in lengths if l >= longest), longest)
-    inputs = np.zeros((global_rows, length), np.int32)
+    inputs = np.full((global_rows, length), pad_id, np.int32)
     ids = np.full((global_rows,), -1, np.int64)
     for r, i in enumerate(chunk):
       inputs[r, :len(sources[i])] = sources[i]
@@ -266,9 +268,10 @@ def source_batches(sources, *, global_rows: int, lengths=(16, 32, 48, 64, 96, 12
 
 
 # Rows of a task: functools.partial(pack_rows, lengths=...) or functools.partial(pad_rows, length=...).
-def pack_rows(ds: grain.IterDataset, seed: int, *, lengths: dict, shuffle_bins: bool = True) -> grain.IterDataset:
+def pack_rows(ds: grain.IterDataset, seed: int, *, lengths: dict, shuffle_bins: bool = True,
+              bos_id: int = tokenizer_lib.BOS_ID) -> grain.IterDataset:
   """Packed rows of `lengths` (see `packed`); evaluation keeps the packer's order (shuffle_bins=False)."""
-  return packed(ds, lengths, seed=seed, shuffle_bins=shuffle_bins)
+  return packed(ds, lengths, seed=seed, shuffle_bins=shuffle_bins, bos_id=bos_id)
 
 
 def pad_rows(ds: grain.IterDataset, seed: int, *, length: int) -> grain.IterDataset:

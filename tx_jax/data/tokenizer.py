@@ -48,15 +48,49 @@ def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False,
 
 
 class Tokenizer:
-  """A SentencePiece vocabulary named by its path, loaded on first use.
+  """tx_jax's own SentencePiece vocabulary, named by its path and loaded on first use.
 
-  It pickles as its path, so data pipelines carry it into Grain worker processes; attribute
-  look-ups go to the loaded spm.SentencePieceProcessor (encode, decode, id_to_piece, ...).
+  The tokenizer interface every tool uses (tx_jax.data.hf_tokenizers has the imported ones):
+  encode / encode_target (text -> ids, no specials added), detokenize (ids -> text, cut at EOS),
+  id_to_piece, fingerprint, and the special ids bos_id, eos_id, pad_id. It pickles as its path,
+  so data pipelines carry it into Grain worker processes; other attribute look-ups go to the
+  loaded spm.SentencePieceProcessor.
   """
+
+  bos_id, eos_id, pad_id = BOS_ID, EOS_ID, PAD_ID
+  imported = False  # tx_jax's own special ids, [MASK] included: masked-LM pretraining can use it
 
   def __init__(self, path: str):
     self.path = path
     self._processor = None
+
+  def encode(self, text, **kwargs):
+    """Token ids of a string (or a list of id lists of a list of strings); kwargs go to SentencePiece's encode."""
+    return self.processor.encode(text, **kwargs)
+
+  def encode_target(self, text):
+    """Token ids of a target-language string (one vocabulary serves both sides here)."""
+    return self.processor.encode(text)
+
+  def decode(self, ids) -> str:
+    """The text of ids as they are (no cut at EOS)."""
+    return self.processor.decode([int(i) for i in ids])
+
+  def id_to_piece(self, i: int) -> str:
+    """The piece of id `i`."""
+    return self.processor.id_to_piece(int(i))
+
+  def piece_to_id(self, piece: str) -> int:
+    """The id of `piece` (UNK_ID when it is not in the vocabulary)."""
+    return self.processor.piece_to_id(piece)
+
+  def detokenize(self, ids) -> str:
+    """The text of ids, cut at the first EOS, padding and BOS left out."""
+    return decode(self.processor, ids)
+
+  def fingerprint(self) -> bytes:
+    """Bytes that are equal exactly when two tokenizers are the same vocabulary."""
+    return self.processor.serialized_model_proto()
 
   @property
   def processor(self) -> spm.SentencePieceProcessor:

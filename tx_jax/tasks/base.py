@@ -16,6 +16,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from tx_jax import errors
+from tx_jax.data import hf_tokenizers
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.data import tokenizer as tokenizer_lib
@@ -31,6 +32,7 @@ class Task:
   records_kind = "pairs"  # what it reads from a corpus: pairs | texts | labelled
   vocab_suffix = ""  # tells vocabularies of the same corpus apart by what they must hold
   with_mask = False  # the vocabulary reserves tokenizer.MASK_ID for [MASK]
+  needs_own_vocabulary = False  # only tx_jax's SentencePiece vocabulary will do (its [MASK] and special ids)
 
   # --- configuration
   def validate(self, config, fail):
@@ -52,12 +54,25 @@ class Task:
     """The texts of one record a vocabulary is trained on."""
     return [record["text"]]
 
-  def tokenizer(self, config, *, train: bool = False) -> tokenizer_lib.Tokenizer:
-    """The run's vocabulary; with `train`, trained first on a sample of the training split if missing.
+  def tokenizer(self, config, *, train: bool = False, scoring: bool = False):
+    """The run's tokenizer (tx_jax.data.tokenizer's interface); with `train`, trained first if missing.
+
+    tx_jax's own SentencePiece model is trained on a sample of the training split; a
+    config.vocab_path that is an imported model's tokenizer/ directory is read as it is (not for
+    training or `scoring` a task that needs_own_vocabulary; the attention tools may use it).
 
     In a multi-process run process 0 trains it and the others wait for the file.
     """
     path = self.vocab_path(config)
+    if hf_tokenizers.is_tokenizer_dir(path):  # an imported model's own tokenizer (tx_jax.import_hf)
+      if self.needs_own_vocabulary and (train or scoring):
+        raise errors.ConfigError(f"config.vocab_path={path} is an imported tokenizer; config.task={self.name!r} "
+                                 "masks with tx_jax's own [MASK] and special ids, so it trains and is scored on a "
+                                 "vocabulary of its own (leave vocab_path empty); fine-tune an imported BERT "
+                                 "with task='classification' instead.")
+      tokenizer = hf_tokenizers.load(path, config)
+      tokenizer.encode("")  # loads now: an unreadable file is one error here
+      return tokenizer
     if train and not os.path.exists(path):
       if jax.process_index() == 0:
         records = sources.reader(config).vocab_records(config, self.records_kind)
@@ -83,8 +98,11 @@ class Task:
     """{feature: int32 [len]} of one record, or None to leave it out (too long)."""
     raise NotImplementedError
 
-  def rows(self, config, length: int, *, train: bool):
-    """rows(IterDataset, seed) -> IterDataset of fixed-length rows (tx_jax.data.pipeline.pack_rows/pad_rows)."""
+  def rows(self, config, length: int, *, train: bool, bos_id: int = tokenizer_lib.BOS_ID):
+    """rows(IterDataset, seed) -> IterDataset of fixed-length rows (tx_jax.data.pipeline.pack_rows/pad_rows).
+
+    `bos_id` (the tokenizer's) starts each decoder input of tasks that shift their targets.
+    """
     raise NotImplementedError
 
   def empty_row(self, config, length: int) -> dict:
@@ -97,7 +115,7 @@ class Task:
     length = config.max_target_length
     return pipeline.train_batches(
       self.records(config, "train"), features=functools.partial(self.features, tokenizer=tokenizer, max_length=length),
-      rows=self.rows(config, length, train=True), global_rows=global_rows, seed=config.seed,
+      rows=self.rows(config, length, train=True, bos_id=tokenizer.bos_id), global_rows=global_rows, seed=config.seed,
       data_shards=data_shards or config.get("data_shards") or process_count, process_index=process_index,
       process_count=process_count,
       workers=pipeline.worker_count(config.get("data_workers", pipeline.AUTO_WORKERS), jax.default_backend()))
@@ -108,7 +126,7 @@ class Task:
     length = config.max_eval_target_length
     return pipeline.eval_batches(
       self.records(config, split), features=functools.partial(self.features, tokenizer=tokenizer, max_length=length),
-      rows=self.rows(config, length, train=False), empty_row=self.empty_row(config, length),
+      rows=self.rows(config, length, train=False, bos_id=tokenizer.bos_id), empty_row=self.empty_row(config, length),
       local_rows=global_rows // process_count, data_shards=data_shards or config.get("data_shards") or process_count,
       process_index=process_index, process_count=process_count, max_batches=max_batches)
 
@@ -135,7 +153,7 @@ class Task:
     """Multiply-adds of one forward pass over `batch` (numpy arrays), matmuls only (tx_jax.training.perf)."""
     raise NotImplementedError
 
-  def attention_tokens(self, ids: list) -> list:
+  def attention_tokens(self, ids: list, tokenizer) -> list:
     """The token ids a single-stack model reads for text `ids` in the attention tools."""
     return ids
 

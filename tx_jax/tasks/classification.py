@@ -27,10 +27,10 @@ class Classification(base.Task):
 
   def features(self, record, *, tokenizer, max_length):
     ids = tokenizer.encode(record["text"])[:max_length - 2]  # cut, never dropped: a label needs its text
-    return {"inputs": np.asarray([tokenizer_lib.BOS_ID] + ids + [tokenizer_lib.EOS_ID], np.int32),
+    return {"inputs": np.asarray([tokenizer.bos_id] + ids + [tokenizer.eos_id], np.int32),  # [CLS] ... [SEP]
             "labels": np.int32(record["label"])}
 
-  def rows(self, config, length, *, train):
+  def rows(self, config, length, *, train, bos_id=tokenizer_lib.BOS_ID):
     return functools.partial(pipeline.pad_rows, length=length)
 
   def empty_row(self, config, length):
@@ -44,8 +44,8 @@ class Classification(base.Task):
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_encoder_layers, head=False)
 
-  def attention_tokens(self, ids):
-    return [tokenizer_lib.BOS_ID] + ids + [tokenizer_lib.EOS_ID]
+  def attention_tokens(self, ids, tokenizer):
+    return [tokenizer.bos_id] + ids + [tokenizer.eos_id]
 
   def baselines(self, config, tokenizer, split, results):
     records = self.records(config, "train")

@@ -23,8 +23,8 @@ class LanguageModel(base.Task):
     target = translation.encode_text(tokenizer, record["text"], max_length)
     return None if target is None else {"targets": target}
 
-  def rows(self, config, length, *, train):
-    return functools.partial(pipeline.pack_rows, lengths={"targets": length}, shuffle_bins=train)
+  def rows(self, config, length, *, train, bos_id=base.tokenizer_lib.BOS_ID):
+    return functools.partial(pipeline.pack_rows, lengths={"targets": length}, shuffle_bins=train, bos_id=bos_id)
 
   def empty_row(self, config, length):
     return pipeline.empty_packed_row({"targets": length})
@@ -39,8 +39,8 @@ class LanguageModel(base.Task):
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_decoder_layers, head=True)
 
-  def attention_tokens(self, ids):
-    return [base.tokenizer_lib.BOS_ID] + ids
+  def attention_tokens(self, ids, tokenizer):
+    return [tokenizer.bos_id] + ids
 
   def baselines(self, config, tokenizer, split, results):
     train = self.evaluated_examples(config, tokenizer, "train", limit=base.BASELINE_SAMPLE)

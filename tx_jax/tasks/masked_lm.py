@@ -36,6 +36,7 @@ class MaskedLM(language_model.LanguageModel):
   family = "encoder_only"
   vocab_suffix = "_enc"
   with_mask = True
+  needs_own_vocabulary = True  # masks with tokenizer.MASK_ID and draws random ids from FIRST_ORDINARY_ID on
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
     rngs = base.dropout_rngs(deterministic, rng)
@@ -48,8 +49,8 @@ class MaskedLM(language_model.LanguageModel):
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_encoder_layers, head=True)
 
-  def attention_tokens(self, ids):
-    return ids + [tokenizer_lib.EOS_ID]
+  def attention_tokens(self, ids, tokenizer):
+    return ids + [tokenizer.eos_id]
 
   def baselines(self, config, tokenizer, split, results):
     train = base.tokens_of(self.evaluated_examples(config, tokenizer, "train", limit=base.BASELINE_SAMPLE))

@@ -9,10 +9,10 @@ from tx_jax.tasks import base
 from tx_jax.training import losses
 
 
-def encode_text(tokenizer, text: str, max_length: int):
-  """Token ids of `text` + EOS as int32, or None when longer than `max_length`."""
-  ids = tokenizer.encode(text)
-  return None if len(ids) + 1 > max_length else np.asarray(ids + [base.tokenizer_lib.EOS_ID], np.int32)
+def encode_text(tokenizer, text: str, max_length: int, *, target: bool = False):
+  """Token ids of `text` (a `target`-side text: the target vocabulary's) + EOS as int32, or None when too long."""
+  ids = tokenizer.encode_target(text) if target else tokenizer.encode(text)
+  return None if len(ids) + 1 > max_length else np.asarray(ids + [tokenizer.eos_id], np.int32)
 
 
 def block_sizes(cfg):
@@ -46,11 +46,12 @@ class Translation(base.Task):
 
   def features(self, record, *, tokenizer, max_length):
     source = encode_text(tokenizer, record["source"], max_length)
-    target = encode_text(tokenizer, record["target"], max_length)
+    target = encode_text(tokenizer, record["target"], max_length, target=True)
     return None if source is None or target is None else {"inputs": source, "targets": target}
 
-  def rows(self, config, length, *, train):
-    return functools.partial(pipeline.pack_rows, lengths={"inputs": length, "targets": length}, shuffle_bins=train)
+  def rows(self, config, length, *, train, bos_id=base.tokenizer_lib.BOS_ID):
+    return functools.partial(pipeline.pack_rows, lengths={"inputs": length, "targets": length}, shuffle_bins=train,
+                             bos_id=bos_id)
 
   def empty_row(self, config, length):
     return pipeline.empty_packed_row({"inputs": length, "targets": length})

@@ -41,7 +41,11 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
     raise errors.CheckpointError(f"{path} is missing: {workdir} is not a tx_jax.train workdir (train first, "
                                  "or pass the workdir that holds config.json and checkpoints/).")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = json.load(f)
+  vocab = config.get("vocab_path")
+  if vocab and not os.path.isabs(vocab) and os.path.isdir(os.path.join(workdir, vocab)):
+    config["vocab_path"] = os.path.abspath(os.path.join(os.path.expanduser(workdir), vocab))  # an imported tokenizer/
+  return ml_collections.ConfigDict(config)
 
 
 # What a --config may change when evaluating a trained run: how it is evaluated, not what it is.
@@ -108,9 +112,9 @@ def restore_ensemble(workdirs, step: int | None = None, use_ema: bool = True):
     raise errors.ConfigError("--step picks a checkpoint of one workdir; an ensemble uses each workdir's newest "
                              "(average or copy checkpoints into workdirs of their own to ensemble others).")
   members = [restore_for_inference(w, None, use_ema) for w in workdirs]
-  first_config, first_vocab = members[0][0], members[0][3].serialized_model_proto()
+  first_config, first_vocab = members[0][0], members[0][3].fingerprint()
   for w, (config, _, _, processor) in zip(workdirs[1:], members[1:]):
-    if processor.serialized_model_proto() != first_vocab:
+    if processor.fingerprint() != first_vocab:
       raise errors.ConfigError(f"{w} uses another vocabulary than {workdirs[0]} ({config.vocab_path} against "
                                f"{first_config.vocab_path}); an ensemble's models must share one.")
     if tasks.get(config).family != tasks.get(first_config).family:

@@ -1,9 +1,11 @@
 """Initialise a run from another run's checkpoint: e.g. a classifier from its masked-LM pretraining."""
 
 import jax
+import ml_collections
 from absl import logging
 
 from tx_jax import errors, parallel
+from tx_jax.data import hf_tokenizers
 from tx_jax.models import registry
 from tx_jax.training import checkpoint, experiment
 from tx_jax.training import step as step_lib
@@ -11,6 +13,27 @@ from tx_jax.training import step as step_lib
 
 def _key(path) -> str:
   return "/".join(map(str, step_lib.path_names(path)))
+
+
+def with_source_tokenizer(config) -> ml_collections.ConfigDict:
+  """`config`, reading the tokenizer of its init_from workdir when that is an imported model's and it names none.
+
+  An imported model only makes sense with its own vocabulary: its vocab_path and special ids
+  (bos_id, eos_id, pad_id) come along, so the run's config.json records them for every tool.
+  """
+  if not config.get("init_from") or config.get("vocab_path"):
+    return config
+  source = experiment.workdir_config(config.init_from)
+  if not hf_tokenizers.is_tokenizer_dir(source.get("vocab_path", "")):
+    return config
+  adopted = ml_collections.ConfigDict(config.to_dict())
+  with adopted.unlocked():
+    adopted.vocab_path = source.vocab_path
+    for name in ("bos_id", "eos_id", "pad_id"):
+      if source.get(name) is not None:
+        adopted[name] = source[name]
+  logging.info("Using the tokenizer of config.init_from=%s: %s", config.init_from, source.vocab_path)
+  return adopted
 
 
 def load_matching_params(workdir: str, params):
