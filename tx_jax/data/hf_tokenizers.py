@@ -13,6 +13,7 @@ import json
 import os
 
 from tx_jax import errors
+from tx_jax.data import tokenizer as tokenizer_lib
 
 # Special-token spellings looked up when the config does not give an id (first found wins).
 SPECIAL_TOKENS = {
@@ -43,8 +44,6 @@ def load(path: str, config) -> "HFTokenizer | MarianTokenizer":
 
 class _Imported:
   """What both imported kinds share: lazy loading, pickling as a path, special ids, detokenizing."""
-
-  imported = True  # another vocabulary's special ids: masked-LM pretraining cannot use it
 
   def __init__(self, path: str, **special_ids):
     self.path, self.special_ids, self._loaded = path, special_ids, None
@@ -95,14 +94,8 @@ class _Imported:
 
   def detokenize(self, ids) -> str:
     """The text of ids, cut at the first EOS, padding and BOS left out."""
-    out, eos, skip = [], self.eos_id, {self.pad_id, self.bos_id} - {self.eos_id}
-    for i in ids:
-      i = int(i)
-      if i == eos:
-        break
-      if i not in skip:
-        out.append(i)
-    return self._decode(out)
+    eos = self.eos_id
+    return self._decode(tokenizer_lib.content_ids(ids, eos_id=eos, skip={self.pad_id, self.bos_id} - {eos}))
 
   def decode(self, ids) -> str:
     """The text of ids as they are (no cut at EOS)."""

@@ -58,7 +58,6 @@ class Tokenizer:
   """
 
   bos_id, eos_id, pad_id = BOS_ID, EOS_ID, PAD_ID
-  imported = False  # tx_jax's own special ids, [MASK] included: masked-LM pretraining can use it
 
   def __init__(self, path: str):
     self.path = path
@@ -135,13 +134,18 @@ def load(path: str) -> spm.SentencePieceProcessor:
   return processor
 
 
-def decode(processor: spm.SentencePieceProcessor, ids) -> str:
-  """Detokenizes ids, cutting at the first EOS and ignoring padding."""
+def content_ids(ids, *, eos_id: int = EOS_ID, skip=(PAD_ID, BOS_ID)) -> list:
+  """The ids before the first `eos_id`, those in `skip` (padding, BOS) left out, as Python ints."""
   out = []
   for i in ids:
     i = int(i)
-    if i == EOS_ID:
+    if i == eos_id:
       break
-    if i not in (PAD_ID, BOS_ID):
+    if i not in skip:
       out.append(i)
-  return processor.decode(out)
+  return out
+
+
+def decode(processor: spm.SentencePieceProcessor, ids) -> str:
+  """Detokenizes ids, cutting at the first EOS and ignoring padding."""
+  return processor.decode(content_ids(ids))
