@@ -6,7 +6,7 @@ import os
 import ml_collections
 from absl import logging
 
-from tx_jax import errors, parallel, tasks
+from tx_jax import compilation_cache, errors, parallel, tasks
 from tx_jax.models import registry
 from tx_jax.training import checkpoint
 from tx_jax.training import ema
@@ -21,6 +21,7 @@ def build(config, mesh, abstract_only=False):
   config.parallelism picks jit steps over `mesh` (step.compile_steps) or pmap steps over its
   devices (pmap_step.compile_pmap_steps); both take (state, parallel.global_batch(...)).
   """
+  compilation_cache.enable(config)
   schedule = schedules.make_schedule(config)
   tx = schedules.make_optimizer(config, schedule)
   graphdef, state, shardings = step_lib.create_train_state(
@@ -86,6 +87,7 @@ def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool =
   state, so only an EMA restore reads that).
   """
   config = workdir_config(workdir)
+  compilation_cache.enable(config)
   mesh = parallel.make_mesh((-1, 1, 1))
   tokenizer = tasks.get(config).tokenizer(config)
   if use_ema and config.get("ema_decay", 0.0) > 0:
