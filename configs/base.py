@@ -21,6 +21,7 @@ def get_config():
   config.source_language = "de"
   config.target_language = "en"
   config.data_cache_dir = "~/.cache/tx_jax"  # fetched corpora and trained vocabularies
+  config.compilation_cache = True  # compiled XLA programs kept in <data_cache_dir>/compilation_cache for later runs
   config.libreoffice_dir = ""  # already-extracted .deb contents, to skip the apt-get fetch
   config.data_dir = ""  # text_files: DIR/{train,validation,test}.{source,target}_language
   config.tfds_name = "wmt14_translate/de-en"
@@ -111,6 +112,7 @@ def get_config():
   config.num_predict_sentences = 100  # validation sentences decoded for eval/bleu during training
   config.attention_images = False  # True: eval also draws the first validation text's attention maps in TensorBoard
   config.log_batches = False  # True: WORKDIR/batches_process<i>.jsonl gets a SHA-1 of every training batch
+  config.profile_steps = ()  # e.g. (20, 25): a JAX profiler trace of steps 20..25 in WORKDIR/tensorboard
   config.checkpoint_every_steps = 500
   config.max_checkpoints_to_keep = 3  # the newest N; keep-best ones come on top
   config.best_metric = ""  # e.g. "eval/bleu" or "eval/loss": every evaluation saves, the best keep_best stay

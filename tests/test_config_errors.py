@@ -72,6 +72,7 @@ BAD = [
   (["--config.vocab_sample_sentences=0"], "config.vocab_sample_sentences"),
   (["--config.num_predict_sentences=-1"], "config.num_predict_sentences"),
   (["--config.mlm_mask_rate=1.0"], "config.mlm_mask_rate"),
+  (["--config.profile_steps=(5,2)"], "config.profile_steps"),
   (["--config.task=classification", "--config.dataset=rotten_tomatoes"], "config.num_classes"),
 ]
 

@@ -35,7 +35,7 @@ POSITIVE = ("learning_rate", "norm_epsilon", "rope_theta", "logits_scale", "adam
 FRACTIONS = ("ema_decay", "dropout_rate", "attention_dropout_rate", "label_smoothing", "mlm_mask_rate", "adam_b1", "adam_b2",
              "cosine_final_fraction")  # in [0, 1)
 BOOLS = ("use_bias", "share_embeddings", "tie_output_embedding", "output_bias", "scale_embeddings", "embedding_norm",
-         "pooler", "mlm_head", "remat", "scan_layers", "attention_images", "log_batches")
+         "pooler", "mlm_head", "remat", "scan_layers", "attention_images", "log_batches", "compilation_cache")
 # The stacks each family needs at least one layer in.
 FAMILY_LAYERS = {"encoder_decoder": ("num_encoder_layers", "num_decoder_layers"),
                  "decoder_only": ("num_decoder_layers",), "encoder_only": ("num_encoder_layers",)}
@@ -83,6 +83,9 @@ def validate(config):
   if "num_eval_steps" in config and not (_is_int(config.num_eval_steps) and (config.num_eval_steps > 0
                                                                              or config.num_eval_steps == -1)):
     _fail("num_eval_steps", config.num_eval_steps, "must be a positive integer, or -1 for the whole split.")
+  profile = tuple(config.get("profile_steps", ()))
+  if profile and not (len(profile) == 2 and all(_is_int(s) for s in profile) and 1 <= profile[0] <= profile[1]):
+    _fail("profile_steps", profile, "must be () for none, or (first, last) training steps with 1 <= first <= last.")
   best_metric = config.get("best_metric", "")
   if not isinstance(best_metric, str) or best_metric and not best_metric.startswith("eval/"):
     _fail("best_metric", best_metric, 'must name an evaluation scalar such as "eval/bleu" or "eval/loss" '

@@ -22,7 +22,7 @@ from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
 from tx_jax.training import best, budget, checkpoint, divergence, ema, evaluation, experiment, init_from, metrics, perf
-from tx_jax.training import preemption, workdir_lock
+from tx_jax.training import preemption, profiling, workdir_lock
 
 FLAGS = flags.FLAGS
 
@@ -124,6 +124,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   data_wait, step_times = 0.0, []  # host time waiting for batches; wall time of each step in the window
   batch_log = open(os.path.join(workdir, f"batches_process{jax.process_index()}.jsonl"), "a", buffering=1) \
     if config.get("log_batches", False) else None
+  profiler = profiling.StepProfiler(config.get("profile_steps"), workdir)
   try:
     for step in range(first_step + 1, config.num_train_steps + 1):
       step_start = time.time()
@@ -132,8 +133,10 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
       tokens += pipeline.count_tokens(local) * jax.process_count()
       flops += perf.train_flops(config, local) * jax.process_count()  # processes read equal shares
       t = time.time()
+      profiler.before(step)
       state, step_sums = train_fn(state, parallel.global_batch(local, mesh))
       step_sums = jax.device_get(step_sums)
+      profiler.after(step, state)
       divergence.check_finite(step, step_sums, config, last_saved)
       clock.add(time.time() - step_start, pipeline.count_target_tokens(local) * jax.process_count())
       out_of_budget = clock.over(config.train_minutes)
@@ -224,6 +227,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         summary["stopped_at_step"] = step
         break
   finally:
+    profiler.close()
     manager.wait_until_finished()
     writer.close()
     train_iter.close()

@@ -1,0 +1,18 @@
+"""config.profile_steps: a real training run writes a profiler trace where TensorBoard's profile plugin finds it."""
+
+import glob
+import os
+
+from tx_jax import train
+
+
+def test_profile_steps_write_a_trace_into_the_tensorboard_directory(tiny_config, tmp_path):
+  tiny_config.update(num_train_steps=4, profile_steps=(2, 3), eval_every_steps=1000, num_predict_sentences=0)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config, workdir)
+  # The XProf plugin lists every tensorboard/plugins/profile/<run>/ that holds a <host>.xplane.pb.
+  traces = glob.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+  # The trace holds the profiled steps' XLA programs: the compiled train step appears by name.
+  with open(traces[0], "rb") as f:
+    assert b"train_step" in f.read()
