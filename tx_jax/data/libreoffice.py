@@ -21,6 +21,7 @@ from typing import Sequence
 
 from absl import logging
 
+from tx_jax.data import cache_lock
 from tx_jax.data.text_files import load_text_files, write_text_files
 from tx_jax.errors import ConfigError, DataError
 
@@ -273,38 +274,41 @@ def load_libreoffice_help(cache_dir: str,
     logging.info("Reading the cached LibreOffice help en-%s pairs from %s.", language, aligned_dir)
     return load_text_files(aligned_dir, "en", language, SPLITS)
 
-  if extracted_dir is None:
-    extracted_dir = os.path.join(base_dir, "extracted")
-    debs_dir = os.path.join(base_dir, "debs")
-    todo = {}  # help directory name -> package, for those not extracted yet
-    for help_dir_name in ("en-US", _help_dir_name(language)):
-      if not os.path.isdir(os.path.join(extracted_dir, _HELP_PREFIX, help_dir_name, "text")):
-        todo[help_dir_name] = f"libreoffice-help-{help_dir_name.lower()}"
+  with cache_lock.held(base_dir, "fetch"):  # another process may be fetching it right now (any language)
+    if os.path.isdir(aligned_dir):
+      return load_text_files(aligned_dir, "en", language, SPLITS)
+    if extracted_dir is None:
+      extracted_dir = os.path.join(base_dir, "extracted")
+      debs_dir = os.path.join(base_dir, "debs")
+      todo = {}  # help directory name -> package, for those not extracted yet
+      for help_dir_name in ("en-US", _help_dir_name(language)):
+        if not os.path.isdir(os.path.join(extracted_dir, _HELP_PREFIX, help_dir_name, "text")):
+          todo[help_dir_name] = f"libreoffice-help-{help_dir_name.lower()}"
 
-    def find_deb(package):
-      debs = sorted(glob.glob(os.path.join(debs_dir, f"{package}_*.deb")))
-      return debs[-1] if debs else None
+      def find_deb(package):
+        debs = sorted(glob.glob(os.path.join(debs_dir, f"{package}_*.deb")))
+        return debs[-1] if debs else None
 
-    missing = [package for package in todo.values() if not find_deb(package)]
-    if missing:
-      fetch_debs(debs_dir, missing, language)
-    for help_dir_name, package in todo.items():
-      deb = find_deb(package)
-      if deb is None:
-        raise DataError(f"`apt-get download {package}` left no {package}_*.deb in {debs_dir}. "
-                        f"{_how_to_extract_by_hand(language)}")
-      count = extract_help_html(deb, help_dir_name, extracted_dir)
-      logging.info("Extracted %d help pages from %s into %s.", count, deb, extracted_dir)
+      missing = [package for package in todo.values() if not find_deb(package)]
+      if missing:
+        fetch_debs(debs_dir, missing, language)
+      for help_dir_name, package in todo.items():
+        deb = find_deb(package)
+        if deb is None:
+          raise DataError(f"`apt-get download {package}` left no {package}_*.deb in {debs_dir}. "
+                          f"{_how_to_extract_by_hand(language)}")
+        count = extract_help_html(deb, help_dir_name, extracted_dir)
+        logging.info("Extracted %d help pages from %s into %s.", count, deb, extracted_dir)
 
-  logging.info("Aligning LibreOffice help pages en-US <-> %s under %s.", language, extracted_dir)
-  pairs_by_page = align_help_pages(extracted_dir, language)
-  logging.info("Aligned %d pairs (%d unique) from %d pages.",
-               sum(len(p) for p in pairs_by_page.values()),
-               len(set(p for pairs in pairs_by_page.values() for p in pairs)), len(pairs_by_page))
-  pairs_by_split = split_pages(pairs_by_page, split_percent)
-  # Write the whole directory next to its final place, then rename it in one step.
-  partial_dir = f"{aligned_dir}.partial{os.getpid()}"
-  write_text_files(partial_dir, pairs_by_split, "en", language)
-  _move_into_place(partial_dir, aligned_dir)
-  logging.info("Cached the en-%s pairs in %s.", language, aligned_dir)
-  return pairs_by_split
+    logging.info("Aligning LibreOffice help pages en-US <-> %s under %s.", language, extracted_dir)
+    pairs_by_page = align_help_pages(extracted_dir, language)
+    logging.info("Aligned %d pairs (%d unique) from %d pages.",
+                 sum(len(p) for p in pairs_by_page.values()),
+                 len(set(p for pairs in pairs_by_page.values() for p in pairs)), len(pairs_by_page))
+    pairs_by_split = split_pages(pairs_by_page, split_percent)
+    # Write the whole directory next to its final place, then rename it in one step.
+    partial_dir = f"{aligned_dir}.partial{os.getpid()}"
+    write_text_files(partial_dir, pairs_by_split, "en", language)
+    _move_into_place(partial_dir, aligned_dir)
+    logging.info("Cached the en-%s pairs in %s.", language, aligned_dir)
+    return pairs_by_split

