@@ -17,7 +17,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
-from tx_jax import attention_plots
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
@@ -184,6 +183,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
           writer.text(step, "eval/translations", "\n\n".join(
             f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
         if config.get("attention_images", False):  # the first validation text's attention, as a picture
+          from tx_jax import attention_plots  # pylint: disable=import-outside-toplevel  (matplotlib: ~1 s to import)
           first = task.records(config, "validation")[0]
           writer.image(step, "eval/attention", attention_plots.attention_image(
             graphdef, params, config, tokenizer, first.get("source", first.get("text"))))

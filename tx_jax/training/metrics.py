@@ -4,7 +4,6 @@ import os
 
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -13,6 +12,9 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self.writer = None
     if jax.process_index() == 0:
+      # Imported here: tensorboardX imports torch when it is installed (~1 s), which the entry points
+      # that write no event file (translate, generate, a config error) need not pay.
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
 
   def scalars(self, step: int, values: dict):
