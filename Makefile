@@ -6,6 +6,9 @@ WORKDIR ?= workdirs/demo
 # test-core: the test extra without transformers and torch (the interop tests then skip themselves)
 TEST_EXTRA ?= test
 PYTEST_ARGS ?=
+# pytest-xdist workers: most test time is single-threaded (Python, XLA compiles, subprocess start-up), so two
+# workers use a 2-core machine's second core; worksteal keeps the long end-to-end tests from piling up on one.
+TEST_WORKERS ?= auto
 CONFIG ?= configs/default.py
 
 .PHONY: install install-test demo test test-fast tensorboard clean
@@ -32,10 +35,10 @@ demo: install
 	@echo "Translations:     $(WORKDIR)/eval/"
 
 test: install-test
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install-test
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir=$(WORKDIR)/tensorboard --bind_all

@@ -7,6 +7,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # so `configs` imports like it does under `python -m` from the repo root
+# The tiny test models compile in well under JAX's 1 s threshold for the persistent compilation cache
+# (tx_jax.compilation_cache, kept in each test session's data cache): cache them all, so the many
+# processes that train the same tiny config (faults, multi-process, CLI tests) load rather than compile.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 @pytest.fixture(scope="session")
