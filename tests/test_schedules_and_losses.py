@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -68,3 +69,21 @@ def test_loss_is_normalised_over_non_pad_tokens_only():
   smoothed, _ = losses.token_losses(logits, targets, 0.1)
   np.testing.assert_allclose(float(sums["loss"] / sums["tokens"]),
                              float(smoothed[weights == 1].mean()), rtol=1e-6)
+
+
+def test_loss_sums_match_the_gather_and_argmax_formulas():
+  rng = np.random.default_rng(1)
+  logits = jnp.asarray(rng.normal(size=(3, 6, 50)) * 3, jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 50, (3, 6)))
+  targets = targets.at[0, :3].set(jnp.argmax(logits[0, :3], -1))  # some tokens predicted right
+  weights = jnp.ones((3, 6))
+  sums = losses.loss_sums(logits, targets, weights, 0.1)
+  log_probs = jax.nn.log_softmax(logits)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+  np.testing.assert_allclose(float(sums["nll"]), float(nll.sum()), rtol=1e-5)
+  np.testing.assert_allclose(float(sums["loss"]), float((0.9 * nll - 0.1 * log_probs.mean(-1)).sum()), rtol=1e-5)
+  assert float(sums["correct"]) == float((jnp.argmax(logits, -1) == targets).sum()) >= 3
+  grad = jax.grad(lambda l: losses.loss_sums(l, targets, weights, 0.1)["loss"])(logits)
+  ref = jax.grad(lambda l: optax.softmax_cross_entropy(l, optax.smooth_labels(jax.nn.one_hot(targets, 50), 0.1)).sum())(
+    logits)
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(ref), atol=1e-6)
