@@ -79,6 +79,7 @@ def get_config():
   config.dropout_rate = 0.0
   config.attention_dropout_rate = 0.0
   config.dtype = "float32"
+  config.prng_impl = "threefry2x32"  # dropout's PRNG: threefry2x32 (same masks on any mesh) | rbg (cheaper)
 
   # Optimisation.
   config.per_device_batch_size = 8  # packed rows of max_target_length tokens per device

@@ -73,6 +73,7 @@ BAD = [
   (["--config.num_predict_sentences=-1"], "config.num_predict_sentences"),
   (["--config.mlm_mask_rate=1.0"], "config.mlm_mask_rate"),
   (["--config.profile_steps=(5,2)"], "config.profile_steps"),
+  (["--config.prng_impl=philox"], "config.prng_impl"),
   (["--config.task=classification", "--config.dataset=rotten_tomatoes"], "config.num_classes"),
 ]
 

@@ -129,3 +129,24 @@ def test_missing_vocabulary_says_how_it_is_made(tmp_path):
   from tx_jax.data import tokenizer
   with pytest.raises(errors.DataError, match="spm.model is missing"):
     tokenizer.load(str(tmp_path / "spm.model"))
+
+
+def test_rbg_dropout_stream_resumes_exactly_and_differs_from_threefry(tiny_config, tmp_path):
+  tiny_config.update(dropout_rate=0.1, attention_dropout_rate=0.1, prng_impl="rbg")
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train.train_and_evaluate(tiny_config, straight)
+  first_half = tiny_config.copy_and_resolve_references()
+  first_half.num_train_steps = 3
+  train.train_and_evaluate(first_half, resumed)
+  train.train_and_evaluate(tiny_config, resumed)
+  a, _ = _final_params(tiny_config, straight)
+  b, _ = _final_params(tiny_config, resumed)
+  assert a.rng.shape == (4,)  # rbg key data
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+  threefry = tiny_config.copy_and_resolve_references()
+  threefry.prng_impl = "threefry2x32"
+  train.train_and_evaluate(threefry, str(tmp_path / "threefry"))
+  c, _ = _final_params(threefry, str(tmp_path / "threefry"))
+  assert c.rng.shape == (2,)
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(c.params)))

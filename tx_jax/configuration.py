@@ -17,6 +17,7 @@ CHOICES = {
   "sinusoidal_timescales": ("tensor2tensor", "marian"),
   "schedule": ("rsqrt", "cosine", "constant"),
   "dtype": ("float32", "bfloat16"),
+  "prng_impl": ("threefry2x32", "rbg"),
   "parallelism": ("jit", "pmap"),
   "remat_policy": tuple(REMAT_POLICIES),
   "attention_impl": tuple(ATTENTION_KERNELS),

@@ -25,7 +25,8 @@ def build(config, mesh, abstract_only=False):
   schedule = schedules.make_schedule(config)
   tx = schedules.make_optimizer(config, schedule)
   graphdef, state, shardings = step_lib.create_train_state(
-    lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only)
+    lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only,
+    prng_impl=config.get("prng_impl", "threefry2x32"))
   step_args = dict(task=tasks.get(config), label_smoothing=config.label_smoothing,
                    mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1))
   if config.get("parallelism", "jit") == "pmap":  # replicated state: the same pytree and checkpoints as jit's

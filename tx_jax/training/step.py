@@ -20,7 +20,13 @@ class TrainState:
   step: jax.Array  # int32 scalar
   params: Any  # nnx.State of the model's nnx.Param variables
   opt_state: Any
-  rng: jax.Array  # uint32 key data; dropout keys are fold_in(rng, step)
+  rng: jax.Array  # uint32 key data [2] (threefry2x32) or [4] (rbg); dropout keys are fold_in(rng, step)
+
+
+# config.prng_impl: the PRNG of the dropout (and MLM masking) stream, told apart in a state by its key size.
+# rbg draws with XLA's RngBitGenerator, much cheaper than threefry's hash on CPU and TPU; its bits depend
+# on how an array is sharded, so only threefry2x32 gives the same dropout masks on any mesh.
+PRNG_IMPLS = {2: "threefry2x32", 4: "rbg"}
 
 
 def abstract_params(make_model, seed: int, mesh):
@@ -30,7 +36,8 @@ def abstract_params(make_model, seed: int, mesh):
   return graphdef, jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
 
 
-def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, mesh, abstract_only=False):
+def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, mesh, abstract_only=False,
+                       prng_impl: str = "threefry2x32"):
   """Initialises model and optimizer directly in their shardings; returns (graphdef, state, shardings).
 
   With `abstract_only`, the state is jax.ShapeDtypeStructs carrying shardings (a restore target).
@@ -41,7 +48,7 @@ def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, 
   def init():
     params = nnx.state(make_model(nnx.Rngs(seed)), nnx.Param)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(jax.random.key(seed + 1)))
+                      rng=jax.random.key_data(jax.random.key(seed + 1, impl=prng_impl)))
 
   abstract = jax.eval_shape(init)
   shardings = _state_shardings(abstract, param_shardings, mesh)
@@ -75,7 +82,8 @@ def path_names(path) -> list:
 
 def step_rng(state: TrainState) -> jax.Array:
   """The key of this step (dropout, MLM masks): fold_in(state.rng, state.step)."""
-  return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  key = jax.random.wrap_key_data(state.rng, impl=PRNG_IMPLS[state.rng.shape[-1]])
+  return jax.random.fold_in(key, state.step)
 
 
 def summed_gradients(params, batch: dict, rng, *, graphdef, task, label_smoothing: float,
