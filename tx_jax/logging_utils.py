@@ -1,10 +1,13 @@
-"""Keeps the console readable: library INFO chatter (Orbax, absl internals) is dropped."""
+"""Keeps the console readable: library INFO chatter (Orbax, TensorStore, JAX internals) is dropped."""
 
 import logging
+import os
 
 from absl import logging as absl_logging
 
-_NOISY = ("orbax", "tensorstore", "jax._src")
+# Source directories whose INFO records are dropped, e.g. jax/_src/xla_bridge.py's "Unable to initialize backend
+# 'tpu'" (what JAX tries on every start); matched on the file path, as Orbax logs through absl's one logger.
+_NOISY = tuple(f"{os.sep}{os.path.join(*d)}{os.sep}" for d in (("orbax",), ("tensorstore",), ("jax", "_src")))
 # Orbax warnings that describe what tx_jax asks for on purpose, not a problem: a read-only manager
 # for evaluation, and keep-best saves between evaluations that carry no metrics.
 _EXPECTED_ORBAX_WARNINGS = ("Given directory is read only", "CheckpointManagerOptions.read_only=True",
