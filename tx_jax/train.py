@@ -116,8 +116,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
       f.write(config.to_json_best_effort(indent=2))
   logging.info("Training steps %d..%d in %s", first_step, config.num_train_steps, workdir)
 
-  peak_flops, peak_source = perf.peak_flops_per_device()  # per device, for perf/mfu
-  perf.log_peak(peak_flops, peak_source)
+  peak_flops = None  # per device, for perf/mfu: known after the first step (on CPU it is measured, ~2 s)
   sums, tokens, flops, window_start, compile_seconds, summary = {}, 0, 0.0, time.time(), None, {}
   train_start, train_start_step = time.time(), first_step
   data_wait, step_times = 0.0, []  # host time waiting for batches; wall time of each step in the window
@@ -148,6 +147,8 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         compile_seconds = time.time() - t
         logging.info("First step (compile + run) took %.1fs", compile_seconds)
         writer.scalars(step, {"perf/compile_seconds": compile_seconds})
+        peak_flops, peak_source = perf.peak_flops_per_device()  # after the first step: it need not delay it
+        perf.log_peak(peak_flops, peak_source)
         window_start, tokens, flops, train_start, train_start_step = time.time(), 0, 0.0, time.time(), step
       else:  # the compiling step counts for neither throughput nor the logged means
         sums = {k: sums.get(k, 0.0) + np.asarray(v, np.float64) for k, v in step_sums.items()}
