@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 import sentencepiece as spm  # noqa: E402
 
-from tx_jax import attention_maps, decode, generate, import_hf, translate  # noqa: E402
+from tx_jax import attention_maps, decode, defaults, generate, import_hf, translate  # noqa: E402
 from tx_jax.data import hf_tokenizers  # noqa: E402
 from tx_jax.training import experiment  # noqa: E402
 
@@ -104,8 +104,9 @@ def test_marian_translates_with_its_sentencepiece_models_and_vocab_json(libreoff
     stack.embed_positions.weight.data.copy_(stack.embed_positions.create_weight())
   model.save_pretrained(str(hf_dir))
   work = str(tmp_path / "work")
-  from configs import default  # the decoding settings (beam, length penalty, lengths) the HF config has not
-  import_hf.import_dir(str(hf_dir), work, base_config=default.get_config())
+  import_hf.import_dir(str(hf_dir), work)  # no --config: the decoding settings are tx_jax's defaults
+  imported = experiment.workdir_config(work)
+  assert set(imported) >= set(defaults.get_config()) and imported.beam_size == defaults.get_config().beam_size
   ours_tok = experiment.restore_for_inference(work)[3]
   assert isinstance(ours_tok, hf_tokenizers.MarianTokenizer)
   assert (ours_tok.bos_id, ours_tok.eos_id, ours_tok.pad_id) == (pad, 0, pad)
@@ -126,3 +127,6 @@ def test_marian_translates_with_its_sentencepiece_models_and_vocab_json(libreoff
     row = row[:row.index(0)] if 0 in row else row
     theirs.append(theirs_tok.decode(row, skip_special_tokens=True))
   assert ours == theirs
+  beam = translate.translate_lines(work, lines)  # the config's own beam_size and length_penalty_alpha
+  assert len(beam) == len(lines) and all(isinstance(line, str) for line in beam)
+

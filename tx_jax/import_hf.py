@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from tx_jax import command_line, errors, logging_utils
+from tx_jax import command_line, defaults, errors, logging_utils
 from tx_jax.data import hf_tokenizers
 from tx_jax.interop import hf_config, hf_weights
 from tx_jax.interop import workdir as workdir_lib
@@ -26,7 +26,8 @@ def define_flags():
   flags.DEFINE_string("workdir", None, "The tx_jax workdir to write (config.json, checkpoints/, tokenizer/).")
   flags.DEFINE_string("architecture", None, "The HF architecture, when config.json's 'architectures' is missing.")
   config_flags.DEFINE_config_file("config", None, "Optional training config whose non-model fields (optimizer, "
-                                  "data) the workdir's config keeps; the model fields come from the HF model.")
+                                  "data, decoding) the workdir's config keeps, instead of tx_jax's defaults "
+                                  "(configs/base.py); the model fields come from the HF model.")
 
 
 def read_hf_config(hf_dir: str) -> dict:
@@ -38,13 +39,28 @@ def read_hf_config(hf_dir: str) -> dict:
     return json.load(f)
 
 
+# Lengths the model must hold (positions, KV cache): no longer than an imported model's max_len.
+LENGTH_FIELDS = ("max_target_length", "max_eval_target_length", "max_predict_length")
+
+
+def workdir_config(hf: dict, base_config=None, architecture=None) -> dict:
+  """The flat config of an imported model: `base_config` (else every default) with the HF model's fields."""
+  base = defaults.get_config() if base_config is None else base_config
+  config = dict(base.to_dict() if hasattr(base, "to_dict") else base)
+  config.update(hf_config.from_hf(hf, architecture))
+  for field in LENGTH_FIELDS:
+    if field in config:
+      config[field] = min(config[field], config["max_len"])
+  return json.loads(json.dumps(config))  # as config.json holds it (tuples as lists)
+
+
 def import_dir(hf_dir: str, workdir: str, *, base_config=None, architecture=None) -> dict:
   """Converts the HF model in `hf_dir` into the tx_jax workdir `workdir`; returns the flat config written.
 
-  base_config: a training config (dict or ConfigDict) the HF model fields are laid over.
+  base_config: a training config (dict or ConfigDict) the HF model fields are laid over; by default
+  tx_jax's defaults (every field, so decoding and evaluation settings are there for every tool).
   """
-  config = dict(base_config.to_dict() if hasattr(base_config, "to_dict") else base_config or {})
-  config.update(hf_config.from_hf(read_hf_config(hf_dir), architecture))
+  config = workdir_config(read_hf_config(hf_dir), base_config, architecture)
   params = hf_weights.to_tx_params(config, hf_weights.read_state_dict(hf_dir))
   workdir_lib.copy_tokenizer(hf_dir, os.path.join(workdir, "tokenizer"))
   if hf_tokenizers.is_tokenizer_dir(os.path.join(workdir, "tokenizer")):
