@@ -1,11 +1,15 @@
 """Initialise a run from another run's checkpoint: e.g. a classifier from its masked-LM pretraining."""
 
+import dataclasses
+import os
+
 import jax
 import ml_collections
 from absl import logging
 
-from tx_jax import errors, parallel
+from tx_jax import configuration, errors, parallel, tasks
 from tx_jax.data import hf_tokenizers
+from tx_jax.models import config as model_config
 from tx_jax.models import registry
 from tx_jax.training import checkpoint, experiment
 from tx_jax.training import step as step_lib
@@ -15,7 +19,58 @@ def _key(path) -> str:
   return "/".join(map(str, step_lib.path_names(path)))
 
 
-def with_source_tokenizer(config) -> ml_collections.ConfigDict:
+# ModelConfig fields a run keeps as its own when it starts from another: regularisation, how the model is
+# computed (none of them changes a parameter's shape), the labels of its own data, and pad_id, which comes
+# with the tokenizer (with_imported_tokenizer).
+RUN_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat", "remat_policy", "scan_layers",
+                    "attention_impl", "num_classes", "pad_id")
+# The task's head: the source's when the run trains the source's task, else the run's own (a new head).
+HEAD_FIELDS = ("pooler", "mlm_head")
+STRUCTURE_FIELDS = tuple(f.name for f in dataclasses.fields(model_config.ModelConfig)
+                         if f.name not in RUN_MODEL_FIELDS + HEAD_FIELDS)
+
+
+def with_source(config) -> ml_collections.ConfigDict:
+  """`config` with what its init_from workdir fixes: the model's structure and, for an imported model, its tokenizer."""
+  return with_imported_tokenizer(with_source_model(config))
+
+
+def source_model_fields(config, source) -> dict:
+  """The model fields of `source` (a workdir's config) that a run of `config` initialised from it takes."""
+  names = STRUCTURE_FIELDS + (HEAD_FIELDS if tasks.get(source) is tasks.get(config) else ())
+  return {name: source[name] for name in names if name in source}  # every tx_jax workdir records them all
+
+
+def with_source_model(config) -> ml_collections.ConfigDict:
+  """`config` with the model structure (ModelConfig fields) of its init_from workdir, when that has a config.json.
+
+  The training fields (learning rate, dropout, steps, task, data, batch size, ...) stay the config's;
+  one log line names the model fields taken that differ. A source of another model family, or a
+  checkpoint directory without config.json, leaves the config as it is.
+  """
+  if not config.get("init_from") or not os.path.exists(os.path.join(os.path.expanduser(config.init_from),
+                                                                    "config.json")):
+    return config
+  source = experiment.workdir_config(config.init_from)
+  if tasks.get(source).family != tasks.get(config).family:
+    logging.info("config.init_from=%s holds a %s model; this %s run keeps its own model fields.", config.init_from,
+                 tasks.get(source).family, tasks.get(config).family)
+    return config
+  taken = source_model_fields(config, source)
+  changed = {k: v for k, v in taken.items() if config.get(k) != v}
+  if not changed:
+    return config
+  logging.info("The model of config.init_from=%s replaces these config fields: %s", config.init_from,
+               ", ".join(f"{k}={v!r} (was {config.get(k)!r})" for k, v in changed.items()))
+  adopted = ml_collections.ConfigDict(dict(config.to_dict(), **changed))
+  try:
+    configuration.validate(adopted)
+  except errors.ConfigError as e:
+    raise errors.ConfigError(f"{e} (with the model fields of config.init_from={config.init_from!r})") from None
+  return adopted
+
+
+def with_imported_tokenizer(config) -> ml_collections.ConfigDict:
   """`config`, reading the tokenizer of its init_from workdir when that is an imported model's and it names none.
 
   An imported model only makes sense with its own vocabulary: its vocab_path and special ids
@@ -34,6 +89,9 @@ def with_source_tokenizer(config) -> ml_collections.ConfigDict:
         adopted[name] = source[name]
   logging.info("Using the tokenizer of config.init_from=%s: %s", config.init_from, source.vocab_path)
   return adopted
+
+
+with_source_tokenizer = with_source  # the name tx_jax/train.py calls (rename its call to with_source, then drop this)
 
 
 def load_matching_params(workdir: str, params):

@@ -1,0 +1,96 @@
+"""Fine-tuning an imported model: train with config.init_from naming an imported workdir takes its model.
+
+A tiny random BertForSequenceClassification with a WordPiece tokenizer.json trained here on the Rotten
+Tomatoes snippets is saved with save_pretrained, imported with import_hf.import_dir and fine-tuned on
+the real classification task by configs/bert_cls_default.py, whose own model fields differ from it.
+"""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from configs import bert_cls_default  # noqa: E402
+from tx_jax import import_hf, train  # noqa: E402
+from tx_jax.data import rotten_tomatoes  # noqa: E402
+from tx_jax.training import experiment  # noqa: E402
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 0: classifier rows are zero-padded
+
+
+def _wordpiece(texts, vocab_size: int):
+  """A BERT-style (lower-cased WordPiece) tokenizer trained on `texts`."""
+  tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
+  tok.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+  tok.decoder = tokenizers.decoders.WordPiece()
+  tok.train_from_iterator(texts, tokenizers.trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
+  return tok
+
+
+def _train_losses(workdir: str) -> list:
+  """The train/loss scalars TensorBoard got, in step order."""
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  acc.Reload()
+  return [e.value for e in sorted(acc.Scalars("train/loss"), key=lambda e: e.step)]
+
+
+def test_fine_tuning_an_imported_bert_classifier_takes_its_model_and_trains(data_cache_dir, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  splits = rotten_tomatoes.load_rotten_tomatoes(data_cache_dir)
+  tok = _wordpiece([text for text, _ in splits["train"]], vocab_size=800)
+  torch.manual_seed(0)
+  model = transformers.BertForSequenceClassification(transformers.BertConfig(
+    num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=tok.get_vocab_size(),
+    max_position_embeddings=64, num_labels=2, pad_token_id=tok.token_to_id("[PAD]"), hidden_dropout_prob=0.3))
+  with torch.no_grad():  # a head sure of "rotten" (label 0, the minority): a loss far above a uniform guess's
+    model.classifier.bias.copy_(torch.tensor([1.5, -1.5]))
+  hf_dir, imported, tuned = str(tmp_path / "hf"), str(tmp_path / "imported"), str(tmp_path / "tuned")
+  model.save_pretrained(hf_dir)
+  tok.save(os.path.join(hf_dir, "tokenizer.json"))
+  import_hf.import_dir(hf_dir, imported)
+
+  config = bert_cls_default.get_config()  # its own encoder: 4 pre-norm layers of width 256, 4 heads, GELU (tanh)
+  config.update(init_from=imported, data_cache_dir=data_cache_dir, num_train_steps=60, log_every_steps=10,
+                eval_every_steps=60, checkpoint_every_steps=60, num_eval_steps=2, learning_rate=0.005,
+                warmup_steps=5, data_workers=0)
+  train.train_and_evaluate(config, tuned)
+
+  run = experiment.workdir_config(tuned)  # the config the fine-tuning run recorded
+  source = experiment.workdir_config(imported)
+  for field in ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "num_encoder_layers", "max_len", "norm_position",
+                "activation", "num_token_types", "norm_epsilon", "embedding_norm", "final_norm", "pooler"):
+    assert run[field] == source[field], field
+  assert (run.emb_dim, run.norm_position, run.activation) != (config.emb_dim, config.norm_position, config.activation)
+  for field in ("learning_rate", "dropout_rate", "num_train_steps", "task", "dataset", "per_device_batch_size"):
+    assert run[field] == config[field], field  # the training fields stay the config's
+  assert run.dropout_rate != source.dropout_rate
+  assert run.vocab_path == source.vocab_path  # the model's own tokenizer came along
+
+  losses = _train_losses(tuned)
+  assert len(losses) == 6 and np.isfinite(losses).all()
+  assert losses[0] > np.log(2), losses  # the imported head, not a fresh one, made the first steps' predictions
+  assert max(losses[3:]) < losses[0], losses  # the loss falls: the second half's windows all below the first
+  taken = [r.getMessage() for r in caplog.records if "replaces these config fields" in r.getMessage()]
+  assert len(taken) == 1 and "emb_dim=32 (was 256)" in taken[0] and "dropout_rate" not in taken[0]
+
+
+def test_a_config_the_source_model_cannot_run_is_one_error_naming_init_from(tmp_path):
+  """The model fields taken from init_from are validated with the run's own: max_len 32 cannot hold 64 tokens."""
+  from tx_jax import errors
+  from tx_jax.training import init_from
+  model = transformers.BertForSequenceClassification(transformers.BertConfig(
+    num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=50,
+    max_position_embeddings=32, num_labels=2))
+  model.save_pretrained(str(tmp_path / "hf"))
+  import_hf.import_dir(str(tmp_path / "hf"), str(tmp_path / "imported"))
+  config = bert_cls_default.get_config()  # max_target_length 64
+  config.init_from = str(tmp_path / "imported")
+  with pytest.raises(errors.ConfigError, match=r"config.max_len=32 .*max_target_length=64.*config.init_from="):
+    init_from.with_source(config)
