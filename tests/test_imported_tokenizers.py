@@ -13,8 +13,10 @@ tokenizers = pytest.importorskip("tokenizers")
 import sentencepiece as spm  # noqa: E402
 
 from tx_jax import attention_maps, decode, defaults, generate, import_hf, translate  # noqa: E402
-from tx_jax.data import hf_tokenizers  # noqa: E402
+from tx_jax.data import hf_tokenizers, pipeline  # noqa: E402
 from tx_jax.training import experiment  # noqa: E402
+
+from conftest import first_train_batch  # noqa: E402
 
 
 def _perturbed(model):
@@ -85,7 +87,7 @@ def _marian_vocabulary(pairs, tmp_path):
   return vocab
 
 
-def test_marian_translates_with_its_sentencepiece_models_and_vocab_json(libreoffice_pairs, tmp_path):
+def test_marian_translates_with_its_sentencepiece_models_and_vocab_json(libreoffice_pairs, small_corpus_dir, tmp_path):
   """Marian's ids are vocab.json's, EOS is 0 and padding is the last id: tx_jax.translate equals transformers."""
   pairs = [(de, en) for en, de in libreoffice_pairs["train"][:3000]]
   hf_dir = tmp_path / "hf"
@@ -130,3 +132,10 @@ def test_marian_translates_with_its_sentencepiece_models_and_vocab_json(libreoff
   beam = translate.translate_lines(work, lines)  # the config's own beam_size and length_penalty_alpha
   assert len(beam) == len(lines) and all(isinstance(line, str) for line in beam)
 
+  # Its training batches: EOS (id 0) ends every source and target and counts as a token; padding does not.
+  config = experiment.workdir_config(work)
+  config.update(dataset="text_files", data_dir=small_corpus_dir, data_cache_dir=str(tmp_path / "data_cache"))
+  batch = first_train_batch(config, global_rows=4)
+  examples = int(batch["targets_segment_ids"].max(axis=1).sum())  # segments are numbered 1..n in each row
+  nonzero = sum(int((batch[k] != 0).sum()) for k in ("inputs", "targets"))
+  assert examples > 0 and pipeline.count_tokens(batch) == nonzero + 2 * examples

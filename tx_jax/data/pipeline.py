@@ -38,8 +38,13 @@ BATCH_KEYS = ("inputs", "inputs_segment_ids", "inputs_positions",
 
 
 def count_tokens(batch: dict) -> int:
-  """Non-padding tokens a batch feeds the model (inputs and targets, whichever it has)."""
-  return int(sum((batch[k] != 0).sum() for k in ("inputs", "targets") if k in batch))
+  """Non-padding tokens a batch feeds the model (inputs and targets, whichever it has).
+
+  Packed rows mark padding by segment id 0, since a real token may have id 0 (Marian's EOS); rows
+  without segment ids (one example each, as classification's) are zero-padded.
+  """
+  real = lambda k: batch[f"{k}_segment_ids"] if f"{k}_segment_ids" in batch else batch[k]
+  return int(sum((real(k) != 0).sum() for k in ("inputs", "targets") if k in batch))
 
 
 def count_target_tokens(batch: dict) -> int:
