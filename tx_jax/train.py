@@ -4,7 +4,6 @@ Resumes from the newest checkpoint in WORKDIR; `--config.key=value` overrides an
 """
 
 import contextlib
-import errno
 import json
 import os
 import sys
@@ -267,10 +266,11 @@ def main(argv):
   except errors.UserError as e:
     sys.exit(f"tx_jax.train: {e}")
   except Exception as e:  # pylint: disable=broad-except
-    if "No space left on device" not in str(e) and getattr(e, "errno", None) != errno.ENOSPC:
+    if not errors.disk_full(e):  # Orbax re-raises a failed checkpoint write, a full disk included, on the main thread
       raise
-    sys.exit(f"tx_jax.train: no space left on device writing to {os.path.abspath(FLAGS.workdir)} "
-             f"({type(e).__name__}); free space or pass another --workdir. The checkpoints saved before are intact.")
+    sys.exit(f"tx_jax.train: no space left on device writing to {os.path.abspath(FLAGS.workdir)}; "
+             "free space there and run the same command to continue from its newest checkpoint "
+             "(those saved before are kept), or pass another --workdir.")
   if jax.process_index() == 0:
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
 
