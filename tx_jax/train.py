@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 
 import jax
@@ -251,6 +252,40 @@ def write_data_stats(config, task, workdir: str) -> dict:
   return stats
 
 
+class _DiskFullReport:
+  """Says once, in one line naming WORKDIR and the fix, that its disk is full: for the main thread or a dying one."""
+
+  def __init__(self, workdir: str):
+    self.line = (f"tx_jax.train: no space left on device writing to {workdir}; free space there and run the same "
+                 "command to continue from its newest checkpoint (those saved before are kept), or pass another "
+                 "--workdir.")
+    self._lock, self._said = threading.Lock(), False
+
+  def say(self):
+    """Prints the line, unless it was printed already."""
+    with self._lock:
+      if not self._said:
+        self._said = True
+        print(self.line, file=sys.stderr, flush=True)
+
+  def end_run_when_a_thread_dies_of_it(self):
+    """Makes a background thread that dies of a full disk end the run with the line, as a kill would.
+
+    tensorboardX's writer thread dies when its flush finds the disk full, and the main thread then
+    blocks forever on its full queue. Ending the process like a kill costs nothing: the checkpoints
+    committed before are intact, and a half-written one is never taken for a checkpoint.
+    """
+    previous = threading.excepthook
+
+    def hook(args):
+      if not errors.disk_full(args.exc_value):
+        previous(args)
+        return
+      self.say()
+      os._exit(1)  # pylint: disable=protected-access  (the main thread may never return to exit)
+    threading.excepthook = hook
+
+
 def main(argv):
   logging_utils.quiet_library_logs()
   if len(argv) > 1:
@@ -258,6 +293,8 @@ def main(argv):
   if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError("--config and --workdir are required, e.g. "
                          "python -m tx_jax.train --config=configs/default.py --workdir=/tmp/run")
+  disk_full = _DiskFullReport(os.path.abspath(os.path.expanduser(FLAGS.workdir)))
+  disk_full.end_run_when_a_thread_dies_of_it()
   try:
     if parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                              force=FLAGS.distributed) and jax.process_index() > 0:
@@ -268,9 +305,8 @@ def main(argv):
   except Exception as e:  # pylint: disable=broad-except
     if not errors.disk_full(e):  # Orbax re-raises a failed checkpoint write, a full disk included, on the main thread
       raise
-    sys.exit(f"tx_jax.train: no space left on device writing to {os.path.abspath(FLAGS.workdir)}; "
-             "free space there and run the same command to continue from its newest checkpoint "
-             "(those saved before are kept), or pass another --workdir.")
+    disk_full.say()
+    sys.exit(1)
   if jax.process_index() == 0:
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
 
