@@ -15,6 +15,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+import jax  # noqa: E402
+from flax import nnx  # noqa: E402
+
 from configs import bert_cls_default  # noqa: E402
 from tx_jax import import_hf, train  # noqa: E402
 from tx_jax.data import rotten_tomatoes  # noqa: E402
@@ -94,3 +97,44 @@ def test_a_config_the_source_model_cannot_run_is_one_error_naming_init_from(tmp_
   config.init_from = str(tmp_path / "imported")
   with pytest.raises(errors.ConfigError, match=r"config.max_len=32 .*max_target_length=64.*config.init_from="):
     init_from.with_source(config)
+
+
+def _imported_bert(architecture, tmp_path, **fields) -> str:
+  """The workdir of a tiny random BERT of `architecture` (a transformers class), saved and imported here."""
+  torch.manual_seed(0)
+  model = architecture(transformers.BertConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
+                                               intermediate_size=32, vocab_size=50, max_position_embeddings=64,
+                                               **fields))
+  hf_dir, workdir = tmp_path / f"hf_{architecture.__name__}", str(tmp_path / architecture.__name__)
+  model.save_pretrained(str(hf_dir))
+  import_hf.import_dir(str(hf_dir), workdir)
+  return workdir
+
+
+def test_the_run_keeps_its_own_head_where_the_source_has_another(tmp_path):
+  """A classifier from an imported masked LM gets no MLM output bias (so it exports); one over 2 classes from a
+  3-class classifier keeps the source's encoder and pooler and starts its own classification head."""
+  from tx_jax import parallel
+  from tx_jax.interop import hf_config
+  from tx_jax.interop import workdir as workdir_lib
+  from tx_jax.training import init_from
+  config = bert_cls_default.get_config()  # 2 classes
+  config.init_from = _imported_bert(transformers.BertForMaskedLM, tmp_path)
+  run = init_from.with_source(config)
+  source = experiment.workdir_config(config.init_from)
+  assert source.output_bias and source.mlm_head and not source.pooler  # the MLM head's switches
+  assert (run.emb_dim, run.output_bias, run.mlm_head, run.pooler) == (16, False, False, True)
+  assert hf_config.to_hf(run)["architectures"] == [hf_config.CLASSIFIER]  # export_hf can write the fine-tuned run
+
+  config.init_from = _imported_bert(transformers.BertForSequenceClassification, tmp_path, num_labels=3)
+  run = init_from.with_source(config)
+  assert (run.num_classes, run.pooler, run.emb_dim) == (2, True, 16)
+  _, state, _, _ = experiment.build(run, parallel.make_mesh(run.mesh_shape))
+  params = init_from.load_matching_params(config.init_from, state.params)
+  source_params = workdir_lib.read_workdir(config.init_from)[1]
+  for name in ("pooler", "embedder"):  # taken, leaf by leaf
+    ours = [np.asarray(x) for x in jax.tree.leaves(nnx.to_pure_dict(params[name]))]
+    theirs = [np.asarray(x) for x in jax.tree.leaves(source_params[name])]
+    assert len(ours) == len(theirs) > 0 and all(np.array_equal(a, b) for a, b in zip(ours, theirs)), name
+  assert jax.tree.leaves(source_params["classifier"]["kernel"])[0].shape == (16, 3)
+  np.testing.assert_array_equal(params["classifier"]["kernel"][...], state.params["classifier"]["kernel"][...])

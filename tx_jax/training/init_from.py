@@ -24,8 +24,11 @@ def _key(path) -> str:
 # with the tokenizer (with_imported_tokenizer).
 RUN_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat", "remat_policy", "scan_layers",
                     "attention_impl", "num_classes", "pad_id")
-# The task's head: the source's when the run trains the source's task, else the run's own (a new head).
-HEAD_FIELDS = ("pooler", "mlm_head")
+# The task's head: the source's when the run trains the source's task, else the run's own (a new head). The
+# output bias is the MLM head's in an encoder (a classifier has none, so an MLM source's would not export).
+HEAD_FIELDS = ("pooler", "mlm_head", "output_bias")
+# The classification head maps onto the run's own labels: over another number of classes it starts afresh.
+LABEL_HEAD = "classifier"
 STRUCTURE_FIELDS = tuple(f.name for f in dataclasses.fields(model_config.ModelConfig)
                          if f.name not in RUN_MODEL_FIELDS + HEAD_FIELDS)
 
@@ -98,19 +101,23 @@ def load_matching_params(workdir: str, params):
   """`params` with every parameter that WORKDIR's newest checkpoint has at the same path copied in.
 
   Parameters only the new model has (a classification head, a pooler) keep their initial
-  values. A shared parameter with another shape (another vocab_size or width) is an error.
+  values, as does a classification head over another number of classes. A shared parameter
+  with another shape (another vocab_size or width) is an error.
   """
   source_config = experiment.workdir_config(workdir)
   _, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(source_config, rngs),
                                          source_config.get("seed", 0), parallel.make_mesh((-1, 1, 1)))
   source, _ = checkpoint.restore_params(workdir, abstract)  # the parameters alone, not the optimizer state
   source = {_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(source)}
-  copied, kept = [], []
+  copied, kept, relabelled = [], [], []
 
   def take(path, value):
     key = _key(path)
     if key not in source:
       kept.append(key)
+      return value
+    if source[key].shape != value.shape and key.split("/")[0] == LABEL_HEAD:
+      relabelled.append(key)
       return value
     if source[key].shape != value.shape:
       raise errors.ConfigError(
@@ -123,5 +130,9 @@ def load_matching_params(workdir: str, params):
   if not copied:
     raise errors.ConfigError(f"config.init_from={workdir!r} shares no parameter with this model; "
                              "is it a run of the same model family?")
-  logging.info("Initialised %d parameters from %s; %d new: %s", len(copied), workdir, len(kept), kept)
+  if relabelled:
+    logging.info("config.init_from=%s classifies into num_classes=%s, not this run's: its classification head "
+                 "starts afresh.", workdir, source_config.get("num_classes"))
+  logging.info("Initialised %d parameters from %s; %d new: %s", len(copied), workdir, len(kept + relabelled),
+               kept + relabelled)
   return params
