@@ -1,4 +1,4 @@
-"""Runs that cannot be lost: kills, preemption, corrupt checkpoints, divergence, a held workdir, bad input.
+"""Runs that cannot be lost: kills, preemption, corrupt checkpoints, divergence, a held workdir, a full disk, bad input.
 
 Every test drives the real `python -m tx_jax.train` of a tiny model on a slice of the real corpus.
 """
@@ -6,6 +6,7 @@ Every test drives the real `python -m tx_jax.train` of a tiny model on a slice o
 import glob
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -250,3 +251,43 @@ def test_evaluate_mistakes_are_one_line_each(small_corpus_dir, vocab_dir, tmp_pa
     err = result.stderr.decode()
     assert result.returncode != 0 and "Traceback" not in err, (args, err[-2000:])
     assert text in err.strip().splitlines()[-1], (args, err[-2000:])
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_in_one_line_and_keeps_the_earlier_checkpoint(small_corpus_dir, vocab_dir, tmp_path):
+  if os.geteuid() != 0:
+    pytest.skip("needs root to mount a small tmpfs as the workdir")
+  config_file = tiny_config_file(tmp_path, small_corpus_dir, vocab_dir)  # data cache and logs stay off the tmpfs
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", workdir], capture_output=True, text=True)
+  if mounted.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs on {workdir}: {mounted.stderr.strip()}")
+  try:
+    code, err = _finish(_start(config_file, workdir, "--config.num_train_steps=3"))
+    assert code == 0, err[-2000:]
+    config = make_tiny_config(small_corpus_dir, vocab_dir)
+    before, data_before = _final(config, workdir)
+    assert int(before.step) == 3
+    # Fill the filesystem but 64 KiB: the resumed run's event file fits, its step-6 checkpoint does not.
+    stat = os.statvfs(workdir)
+    ballast = os.path.join(workdir, "ballast")
+    with open(ballast, "wb") as f:
+      os.posix_fallocate(f.fileno(), 0, stat.f_bavail * stat.f_frsize - 64 * 1024)
+    code, err = _finish(_start(config_file, workdir))
+    assert code != 0 and "Traceback" not in err, err[-3000:]
+    lines = [l for l in err.splitlines() if l.strip() and not re.match(r"[IW]\d{4} ", l)]  # all but INFO and WARNING
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(f"tx_jax.train: no space left on device writing to {workdir}; free space there"), lines
+    assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [3]
+    after, data_after = _final(config, workdir)
+    _bitwise_equal(before, after)
+    assert data_after == data_before
+    # The fix the line names: with space again, the same command continues from step 3.
+    os.remove(ballast)
+    code, err = _finish(_start(config_file, workdir))
+    assert code == 0, err[-2000:]
+    assert "Training steps 3..6" in err
+    assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [3, 6]
+  finally:
+    subprocess.run(["umount", "--lazy", workdir], check=True)  # lazy: never fails on a file still open
