@@ -138,3 +138,25 @@ def test_the_run_keeps_its_own_head_where_the_source_has_another(tmp_path):
     assert len(ours) == len(theirs) > 0 and all(np.array_equal(a, b) for a, b in zip(ours, theirs)), name
   assert jax.tree.leaves(source_params["classifier"]["kernel"])[0].shape == (16, 3)
   np.testing.assert_array_equal(params["classifier"]["kernel"][...], state.params["classifier"]["kernel"][...])
+
+
+def test_a_vocabulary_other_than_the_source_models_is_one_error(tmp_path):
+  """A run naming its own vocab_path of another size would feed the imported embeddings ids of other tokens."""
+  from tx_jax import errors
+  from tx_jax.training import init_from
+  hf_dir, imported = tmp_path / "hf", str(tmp_path / "imported")
+  torch.manual_seed(0)
+  transformers.BertForSequenceClassification(transformers.BertConfig(
+    num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=50,
+    max_position_embeddings=64, num_labels=2)).save_pretrained(str(hf_dir))
+  _wordpiece(["the film is a delight", "a dull film"], vocab_size=50).save(str(hf_dir / "tokenizer.json"))
+  import_hf.import_dir(str(hf_dir), imported)
+  config = bert_cls_default.get_config()  # vocab_size 4000
+  config.update(init_from=imported, vocab_path=str(tmp_path / "own_4000.model"))
+  with pytest.raises(errors.ConfigError, match=r"config.vocab_path=.*own_4000.model.*is not the vocabulary of "
+                                               r"config.init_from=.*vocab_size=50"):
+    init_from.with_source(config)
+  config.vocab_path = os.path.join(imported, "tokenizer")  # the imported model's own tokenizer, named explicitly
+  assert init_from.with_source(config).vocab_size == experiment.workdir_config(imported).vocab_size
+  config.vocab_path = ""  # the default: the imported tokenizer comes along
+  assert init_from.with_source(config).vocab_path == experiment.workdir_config(imported).vocab_path

@@ -63,6 +63,7 @@ def with_source_model(config) -> ml_collections.ConfigDict:
   changed = {k: v for k, v in taken.items() if config.get(k) != v}
   if not changed:
     return config
+  _check_own_vocabulary(config, source, changed)
   logging.info("The model of config.init_from=%s replaces these config fields: %s", config.init_from,
                ", ".join(f"{k}={v!r} (was {config.get(k)!r})" for k, v in changed.items()))
   adopted = ml_collections.ConfigDict(dict(config.to_dict(), **changed))
@@ -71,6 +72,17 @@ def with_source_model(config) -> ml_collections.ConfigDict:
   except errors.ConfigError as e:
     raise errors.ConfigError(f"{e} (with the model fields of config.init_from={config.init_from!r})") from None
   return adopted
+
+
+def _check_own_vocabulary(config, source, changed: dict):
+  """ConfigError when the run names a vocabulary of another size than the source model's embeddings index."""
+  def real(path):
+    return os.path.realpath(os.path.expanduser(path or ""))
+  if "vocab_size" in changed and config.get("vocab_path") and real(config.vocab_path) != real(source.get("vocab_path")):
+    raise errors.ConfigError(
+      f"config.vocab_path={config.vocab_path!r} (vocab_size={config.get('vocab_size')}) is not the vocabulary of "
+      f"config.init_from={config.init_from!r} (vocab_size={source.vocab_size}), whose embeddings index its own "
+      "tokens; leave vocab_path empty (an imported model brings its tokenizer) or name the one it trained with.")
 
 
 def with_imported_tokenizer(config) -> ml_collections.ConfigDict:
