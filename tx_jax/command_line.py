@@ -19,7 +19,7 @@ def _one_line(error: BaseException) -> str:
     suggestion = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
     name = suggestion.group(2) if suggestion else (re.findall(r"\w+", text) or ["?"])[0]
     hint = f" (did you mean config.{suggestion.group(1)}?)" if suggestion else ""
-    return f"config.{name} is not a config field{hint}; every field is listed in configs/base.py."
+    return f"config.{name} is not a config field{hint}; every field is listed in tx_jax/defaults.py."
   if isinstance(error, OSError) and "Failed loading config file" in text:
     tried = [line.strip() for line in text.splitlines() if line.strip().endswith(".py")]
     return f"cannot load the config file {tried[0] if tried else ''}: no such file; pass --config=configs/<name>.py."

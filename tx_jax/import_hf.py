@@ -27,7 +27,7 @@ def define_flags():
   flags.DEFINE_string("architecture", None, "The HF architecture, when config.json's 'architectures' is missing.")
   config_flags.DEFINE_config_file("config", None, "Optional training config whose non-model fields (optimizer, "
                                   "data, decoding) the workdir's config keeps, instead of tx_jax's defaults "
-                                  "(configs/base.py); the model fields come from the HF model.")
+                                  "(tx_jax/defaults.py); the model fields come from the HF model.")
 
 
 def read_hf_config(hf_dir: str) -> dict:
