@@ -306,6 +306,9 @@ def main(argv):
     if not errors.disk_full(e):  # Orbax re-raises a failed checkpoint write, a full disk included, on the main thread
       raise
     disk_full.say()
+    # At exit tensorboardX flushes its event file again and its thread then reads a closed queue, both failing
+    # with tracebacks that say nothing new: after the one line, stderr is closed to them.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
     sys.exit(1)
   if jax.process_index() == 0:
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
