@@ -34,8 +34,12 @@ def _start(config_file, workdir, *extra):
 
 
 def _finish(proc, timeout=600):
-  """(exit code, stderr) of a process started by _start, once it ends."""
-  proc.wait(timeout=timeout)
+  """(exit code, stderr) of a process started by _start, once it ends (killed if it outlives `timeout`)."""
+  try:
+    proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
   proc.log.seek(0)
   err = proc.log.read()
   proc.log.close()
@@ -281,10 +285,14 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_earlier_checkpoint(small_co
     assert int(before.step) == 3
     ballast = os.path.join(workdir, "ballast")
     # With 64 KiB left the resumed run's event file fits and its step-6 checkpoint does not; then with
-    # none left, as that failed save may leave it, the first write to fail is another.
-    for room in (64 * 1024, 0):
+    # none left, as that failed save may leave it, the first write to fail is another; and in a long run
+    # that neither saves nor evaluates, the only writer is tensorboardX's thread, which dies of it: the
+    # run must end, not wait forever on that thread's queue.
+    long_run = ("--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000",
+                "--config.eval_every_steps=100000")
+    for room, extra in ((64 * 1024, ()), (0, ()), (0, long_run)):
       _fill(ballast, room)
-      code, err = _finish(_start(config_file, workdir))
+      code, err = _finish(_start(config_file, workdir, *extra))
       assert code != 0 and "Traceback" not in err, err[-3000:]
       lines = [l for l in err.splitlines() if l.strip() and not re.match(r"[IW]\d{4} ", l)]  # but INFO and WARNING
       assert len(lines) == 1, err[-3000:]
