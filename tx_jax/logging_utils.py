@@ -1,4 +1,4 @@
-"""Keeps the console readable: library INFO chatter (Orbax, TensorStore, JAX internals) is dropped."""
+"""Keeps the console readable: library INFO chatter and tracebacks repeating an error reported once are dropped."""
 
 import logging
 import os
