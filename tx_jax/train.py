@@ -66,7 +66,7 @@ def writable_workdir(workdir: str) -> str:
 
 def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   """The training loop of train_and_evaluate in a locked, writable workdir."""
-  config = init_from.with_source_tokenizer(config)
+  config = init_from.with_source(config)
   mesh = parallel.make_mesh(config.mesh_shape)
   global_rows = config.per_device_batch_size * jax.device_count()
   task = tasks.get(config)

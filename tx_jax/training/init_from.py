@@ -106,9 +106,6 @@ def with_imported_tokenizer(config) -> ml_collections.ConfigDict:
   return adopted
 
 
-with_source_tokenizer = with_source  # the name tx_jax/train.py calls (rename its call to with_source, then drop this)
-
-
 def load_matching_params(workdir: str, params):
   """`params` with every parameter that WORKDIR's newest checkpoint has at the same path copied in.
 
