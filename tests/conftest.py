@@ -93,6 +93,18 @@ def tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, **overrides) -> str:
   return str(path)
 
 
+def straight_and_resumed_runs(config, tmp_path, stop_at: int = 3) -> tuple[str, str]:
+  """Workdirs of an uninterrupted run of `config` and of one stopped after `stop_at` steps and restarted."""
+  from tx_jax import train
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train.train_and_evaluate(config, straight)
+  first_part = config.copy_and_resolve_references()
+  first_part.num_train_steps = stop_at
+  train.train_and_evaluate(first_part, resumed)
+  train.train_and_evaluate(config, resumed)
+  return straight, resumed
+
+
 def first_train_batch(config, global_rows: int, **kw) -> dict:
   """The first training batch of the config's task (its vocabulary trained first if missing)."""
   from tx_jax import tasks

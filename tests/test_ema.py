@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import make_tiny_config
+from conftest import make_tiny_config, straight_and_resumed_runs
 from tx_jax import evaluate, parallel, train, translate
 from tx_jax.training import checkpoint, ema, experiment
 
@@ -41,12 +41,7 @@ def ema_config(small_corpus_dir, vocab_dir):
 
 
 def test_ema_is_checkpointed_and_a_restarted_run_ends_with_the_same_average(ema_config, tmp_path):
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train.train_and_evaluate(ema_config, straight)
-  half = ema_config.copy_and_resolve_references()
-  half.num_train_steps = 3
-  train.train_and_evaluate(half, resumed)
-  train.train_and_evaluate(ema_config, resumed)
+  straight, resumed = straight_and_resumed_runs(ema_config, tmp_path)
   a, _ = _restore(ema_config, straight)
   b, _ = _restore(ema_config, resumed)
   assert int(ema.find(a.opt_state).count) == int(ema.find(b.opt_state).count) == ema_config.num_train_steps

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from conftest import first_train_batch
+from conftest import first_train_batch, straight_and_resumed_runs
 from tx_jax import evaluate, parallel, train, translate
 from tx_jax.training import checkpoint, experiment
 
@@ -133,12 +133,7 @@ def test_missing_vocabulary_says_how_it_is_made(tmp_path):
 
 def test_rbg_dropout_stream_resumes_exactly_and_differs_from_threefry(tiny_config, tmp_path):
   tiny_config.update(dropout_rate=0.1, attention_dropout_rate=0.1, prng_impl="rbg")
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train.train_and_evaluate(tiny_config, straight)
-  first_half = tiny_config.copy_and_resolve_references()
-  first_half.num_train_steps = 3
-  train.train_and_evaluate(first_half, resumed)
-  train.train_and_evaluate(tiny_config, resumed)
+  straight, resumed = straight_and_resumed_runs(tiny_config, tmp_path)
   a, _ = _final_params(tiny_config, straight)
   b, _ = _final_params(tiny_config, resumed)
   assert a.rng.shape == (4,)  # rbg key data
