@@ -20,6 +20,13 @@ def _target_terms(logits, targets):
   return lse, target, shifted.mean(axis=-1), target >= 0.0
 
 
+def _smoothed_terms(logits, targets, label_smoothing: float):
+  """(smoothed loss, negative log-likelihood, target is a maximum), each [batch, len]."""
+  lse, target, mean, is_max = _target_terms(logits, targets)
+  nll = lse - target
+  return (1.0 - label_smoothing) * nll + label_smoothing * (lse - mean), nll, is_max
+
+
 def token_losses(logits, targets, label_smoothing: float = 0.0):
   """Per-token (smoothed loss, plain negative log-likelihood), each [batch, len].
 
@@ -27,9 +34,8 @@ def token_losses(logits, targets, label_smoothing: float = 0.0):
   label_smoothing / vocab elsewhere (optax.smooth_labels); its cross entropy is computed as
   (1 - ls) * nll + ls * mean(-log p) so no [batch, len, vocab] one-hot is materialised.
   """
-  lse, target, mean, _ = _target_terms(logits, targets)
-  nll = lse - target
-  return (1.0 - label_smoothing) * nll + label_smoothing * (lse - mean), nll
+  smoothed, nll, _ = _smoothed_terms(logits, targets, label_smoothing)
+  return smoothed, nll
 
 
 def loss_sums(logits, targets, weights, label_smoothing: float = 0.0) -> dict:
@@ -38,9 +44,7 @@ def loss_sums(logits, targets, weights, label_smoothing: float = 0.0) -> dict:
   A token is correct when its target's logit is the largest (a tie counts as correct, where
   argmax would pick the lower id; ties of float32 logits do not occur in practice).
   """
-  lse, target, mean, is_max = _target_terms(logits, targets)
-  nll = lse - target
-  smoothed = (1.0 - label_smoothing) * nll + label_smoothing * (lse - mean)
+  smoothed, nll, is_max = _smoothed_terms(logits, targets, label_smoothing)
   weights = weights.astype(jnp.float32)
   return {"loss": (smoothed * weights).sum(), "nll": (nll * weights).sum(),
           "correct": (is_max * weights).sum(), "tokens": weights.sum()}
