@@ -139,3 +139,4 @@ def test_marian_translates_with_its_sentencepiece_models_and_vocab_json(libreoff
   examples = int(batch["targets_segment_ids"].max(axis=1).sum())  # segments are numbered 1..n in each row
   nonzero = sum(int((batch[k] != 0).sum()) for k in ("inputs", "targets"))
   assert examples > 0 and pipeline.count_tokens(batch) == nonzero + 2 * examples
+  assert pipeline.count_target_tokens(batch) == int((batch["targets"] != 0).sum()) + examples  # the budget's count
