@@ -133,14 +133,14 @@ def _train_six_steps(small_corpus_dir, vocab_dir, tmp_path):
 
 
 def _truncate(step_dir):
-  biggest = max((p for p in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True) if os.path.isfile(p)),
+  biggest = max((p for p in glob.glob(os.path.join(step_dir, "*", "**", "*"), recursive=True) if os.path.isfile(p)),
                 key=os.path.getsize)
   with open(biggest, "r+b") as f:
     f.truncate(os.path.getsize(biggest) // 2)
 
 
 def _garble(step_dir):
-  for path in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True):
+  for path in glob.glob(os.path.join(step_dir, "*", "**", "*"), recursive=True):
     if os.path.isfile(path) and os.path.getsize(path) > 1000 and "/d/" in path:  # OCDBT data files
       with open(path, "r+b") as f:
         f.seek(os.path.getsize(path) // 3)
@@ -149,7 +149,7 @@ def _garble(step_dir):
 
 def _half_written(step_dir):
   for name in ("_METADATA", "manifest.ocdbt"):
-    for path in glob.glob(os.path.join(step_dir, "state", name)):
+    for path in glob.glob(os.path.join(step_dir, "params", name)):
       os.remove(path)
 
 

@@ -14,7 +14,6 @@ import shutil
 import sys
 
 import jax
-import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
 from tx_jax import command_line, errors, logging_utils, parallel
@@ -44,13 +43,13 @@ def average_workdir(workdir: str, last: int, out: str | None = None) -> dict:
   steps = averaging.last_steps(source, last)
   mesh = parallel.make_mesh((-1, 1, 1))
   _, abstract_state, _, _ = experiment.build(config, mesh, abstract_only=True)
-  state, _ = averaging.average_states(source, abstract_state, steps)
+  newest, _ = checkpoint.restore(source, abstract_state, steps[-1])  # its optimizer state, step and RNG
+  state = newest.replace(params=averaging.average_params(workdir, abstract_state.params, steps))
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
     shutil.copyfile(os.path.join(workdir, "config.json"), os.path.join(out, "config.json"))
   target = checkpoint.make_manager(out, max_to_keep=1)
-  # No data position: a run continued from an average starts its data from the beginning.
-  target.save(steps[-1], args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+  checkpoint.save(target, steps[-1], state)  # no data position: a run continued from it starts its data anew
   target.wait_until_finished()
   target.close()
   record = {"source": workdir, "steps": steps, "out": out}

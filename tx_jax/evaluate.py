@@ -62,8 +62,7 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
     if step is not None:
       raise errors.ConfigError("--step and --average_last exclude each other (an average is of the newest steps).")
     averaged = averaging.last_steps(manager, average_last)
-    state, _ = averaging.average_states(manager, abstract_state, averaged)
-    params, step = state.params, int(jax.device_get(state.step))  # an average is of the raw parameters
+    params, step = averaging.average_params(workdir, abstract_state.params, averaged), averaged[-1]  # raw params
   elif use_ema and config.get("ema_decay", 0.0) > 0:  # the average lives in the optimizer state
     state, _ = checkpoint.restore(manager, abstract_state, step)
     params, step = ema.inference_params(state), int(jax.device_get(state.step))

@@ -2,9 +2,9 @@
 
 The Transformer results of Vaswani et al. and fairseq average the last checkpoints of a run
 before decoding; the mean is taken leaf by leaf in float32 and cast back to each leaf's dtype.
-Orbax has no averaging, so the loop over steps is written here; each step is read with
-tx_jax.training.checkpoint's checked restore (an unreadable step is an error, not skipped:
-an average must say exactly which steps it holds).
+Orbax has no averaging, so the loop over steps is written here; each step's parameters are read
+alone with tx_jax.training.checkpoint's checked restore (an unreadable step is an error, not
+skipped: an average must say exactly which steps it holds).
 """
 
 import jax
@@ -27,16 +27,12 @@ def last_steps(manager: ocp.CheckpointManager, last: int) -> list:
   return steps[-last:]
 
 
-def average_states(manager: ocp.CheckpointManager, abstract_state, steps: list):
-  """(state of the newest of `steps` with its params replaced by the mean over `steps`, that state's data position).
-
-  The optimizer state, step and RNG are the newest step's, so training can continue from an average.
-  """
-  total, newest, data = None, None, None
+def average_params(workdir: str, abstract_params, steps: list):
+  """The mean of the parameters of `workdir`'s checkpoints at `steps`, read alone (no optimizer state)."""
+  total = None
   for step in steps:
-    state, data = checkpoint.restore(manager, abstract_state, step)
-    as_f32 = jax.tree.map(lambda x: x.astype(jnp.float32), state.params)
+    params, _ = checkpoint.restore_params(workdir, abstract_params, step)
+    as_f32 = jax.tree.map(lambda x: x.astype(jnp.float32), params)
     total = as_f32 if total is None else jax.tree.map(jnp.add, total, as_f32)
-    newest = state
-  mean = jax.tree.map(lambda s, p: (s / len(steps)).astype(p.dtype), total, newest.params)
-  return newest.replace(params=mean), data
+    newest = params
+  return jax.tree.map(lambda s, p: (s / len(steps)).astype(p.dtype), total, newest)

@@ -1,5 +1,15 @@
 """Orbax checkpoints of the train state and the data position, in WORKDIR/checkpoints.
 
+Each step is a directory of separate Orbax items, so a reader takes only what it needs:
+  params/     the model's parameters (all that evaluation, decoding, init_from and export read)
+  opt_state/  the optimizer state (Adam moments, the EMA); absent in imported models' workdirs
+  progress/   the train state's step and dropout RNG key data
+  loop/       the training loop's own state (JSON: best metric, early stopping, time budget)
+  data/       the data position (below)
+Checkpoints written before that split hold params, opt_state, step and rng in one "state" item;
+they keep restoring (train resumes from them, every tool reads their parameters), and the next
+save of a resumed run writes the split layout.
+
 The data position is each process's Grain iterator state, written by Grain's Orbax handler as
 checkpoints/<step>/data/process_<i>-of-<n>.json; every file holds the states of that process's
 logical data shards, so a run restarted on another process count takes its shards' states from
@@ -11,6 +21,7 @@ import json
 import os
 import time
 
+from etils import epath
 import grain.checkpoint  # registers Grain's Orbax handler (CheckpointSave)
 import jax
 import jax.numpy as jnp
@@ -21,7 +32,10 @@ from absl import logging
 from tx_jax import errors
 
 
+PARAMS_ITEM, OPT_STATE_ITEM, PROGRESS_ITEM = "params", "opt_state", "progress"
 LOOP_ITEM = "loop"  # the training loop's own state (tx_jax.training.best.Tracker), JSON
+DATA_ITEM = "data"
+LEGACY_STATE_ITEM = "state"  # the whole train state in one item, as checkpoints held it before the split
 
 
 def make_manager(workdir: str, *, max_to_keep: int = 3, read_only: bool = False, preservation_policy=None,
@@ -53,21 +67,35 @@ class _DataState:
     return self._state
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, batches, *, loop: dict | None = None,
+def save(manager: ocp.CheckpointManager, step: int, state, batches=None, *, loop: dict | None = None,
          metrics: dict | None = None):
-  """Starts saving `state`, this process's data position (`batches`) and the loop state at `step`.
+  """Starts saving `state` (a TrainState), this process's data position (`batches`) and the loop state at `step`.
 
   `metrics` (e.g. {"eval/bleu": 27.1}) rank the checkpoint for keep-best; it finishes in the background.
+  Without `batches` (an averaged workdir) a run continued from it starts its data from the beginning.
   """
-  items = {"state": ocp.args.StandardSave(state), "data": grain.checkpoint.CheckpointSave(_DataState(batches))}
+  items = {PARAMS_ITEM: ocp.args.StandardSave(state.params), OPT_STATE_ITEM: ocp.args.StandardSave(state.opt_state),
+           PROGRESS_ITEM: ocp.args.StandardSave({"step": state.step, "rng": state.rng})}
+  if batches is not None:
+    items[DATA_ITEM] = grain.checkpoint.CheckpointSave(_DataState(batches))
   if loop is not None:
     items[LOOP_ITEM] = ocp.args.JsonSave(loop)
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
+def save_params(manager: ocp.CheckpointManager, step: int, params):
+  """Starts saving `params` alone at `step`: a model to evaluate, decode or fine-tune from, not to resume."""
+  manager.save(step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardSave(params)}), force=True)
+
+
+def _has_item(manager: ocp.CheckpointManager, step: int, item: str) -> bool:
+  """Whether checkpoint `step` holds the Orbax item `item` (tells the layouts apart)."""
+  return (epath.Path(manager.directory) / str(step) / item).exists()
+
+
 def loop_state(manager: ocp.CheckpointManager, step: int) -> dict | None:
   """The loop item saved at `step` (None for checkpoints without one, e.g. those of older runs)."""
-  if not os.path.isdir(os.path.join(str(manager.directory), str(step), LOOP_ITEM)):
+  if not _has_item(manager, step, LOOP_ITEM):
     return None
   try:
     return manager.restore(step, args=ocp.args.Composite(**{LOOP_ITEM: ocp.args.JsonRestore()}))[LOOP_ITEM]
@@ -82,7 +110,7 @@ def data_state(manager: ocp.CheckpointManager, step: int) -> dict | None:
   Merges the files of every process of the saving run, so a different process count finds its
   shards' states. Checkpoints of the pipeline before Grain (one {"epoch", "index"}) give None.
   """
-  directory = os.path.join(str(manager.directory), str(step), "data")
+  directory = os.path.join(str(manager.directory), str(step), DATA_ITEM)
   files = sorted(glob.glob(os.path.join(directory, "process_*-of-*.json")))
   if not files:
     if os.path.isdir(directory):
@@ -145,9 +173,24 @@ def _newest_readable(manager: ocp.CheckpointManager, step: int | None, read, on_
 
 def _restore_step(manager: ocp.CheckpointManager, target, step: int):
   """(state, data position) of one step, checked finite; CheckpointError naming the step and the cause."""
+  if not _has_item(manager, step, LEGACY_STATE_ITEM) and not _has_item(manager, step, OPT_STATE_ITEM):
+    if _has_item(manager, step, PARAMS_ITEM):  # not damage, so not a CheckpointError: it must not be set aside
+      raise errors.ConfigError(
+        f"The checkpoint at step {step} in {manager.directory} holds parameters only (an imported model), no "
+        f"optimizer state to resume training from; fine-tune it in a new workdir with --config.init_from="
+        f"{os.path.dirname(str(manager.directory))}.")
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    state = restored["state"]
+    if _has_item(manager, step, LEGACY_STATE_ITEM):
+      state = manager.restore(step, args=ocp.args.Composite(
+        **{LEGACY_STATE_ITEM: ocp.args.StandardRestore(target)}))[LEGACY_STATE_ITEM]
+    else:
+      restored = manager.restore(step, args=ocp.args.Composite(**{
+        PARAMS_ITEM: ocp.args.StandardRestore(target.params),
+        OPT_STATE_ITEM: ocp.args.StandardRestore(target.opt_state),
+        PROGRESS_ITEM: ocp.args.StandardRestore({"step": target.step, "rng": target.rng})}))
+      progress = restored[PROGRESS_ITEM]
+      state = target.replace(step=progress["step"], params=restored[PARAMS_ITEM],
+                             opt_state=restored[OPT_STATE_ITEM], rng=progress["rng"])
   except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types, some bare)
     raise errors.CheckpointError(
       f"the checkpoint at step {step} in {manager.directory} does not fit this config's model or is "
@@ -167,24 +210,35 @@ def _check_finite(manager: ocp.CheckpointManager, step: int, tree):
                                  "run); pick another --step.")
 
 
-def restore_params(workdir: str, abstract_params, step: int | None = None):
+def restore_params(workdir: str, abstract_params=None, step: int | None = None):
   """(params, step) of a checkpoint, reading the parameters alone (no optimizer state, no Adam moments).
 
-  Orbax's partial restore of the "state" item's params sub-tree; newest readable step when `step`
-  is None (unreadable newer ones are reported and skipped, as in `restore`), else exactly `step`.
+  The "params" item (of a checkpoint of the old layout, Orbax's partial restore of the "state" item's
+  params sub-tree), into `abstract_params`' structure and shardings, or as saved (nested dicts of
+  arrays) without it. Newest readable step when `step` is None (unreadable newer ones are reported
+  and skipped, as in `restore`), else exactly `step`.
   """
   manager = make_manager(workdir, read_only=True)
-  target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                                   abstract_params)}
-  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
+  target = None if abstract_params is None else jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_params)
 
   def read(candidate):
     try:
       # A fresh manager per read: Orbax binds an item name to one handler, and `restore` uses another.
-      restored = make_manager(workdir, read_only=True).restore(candidate, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)))
-      params = jax.tree.unflatten(jax.tree.structure(abstract_params),
-                                  jax.tree.leaves(restored["state"]["params"]))
+      reader = make_manager(workdir, read_only=True)
+      if not _has_item(manager, candidate, LEGACY_STATE_ITEM):
+        params = reader.restore(candidate, args=ocp.args.Composite(
+          **{PARAMS_ITEM: ocp.args.StandardRestore(target)}))[PARAMS_ITEM]
+      elif target is None:
+        params = reader.restore(candidate, args=ocp.args.Composite(
+          **{LEGACY_STATE_ITEM: ocp.args.StandardRestore()}))[LEGACY_STATE_ITEM]["params"]
+      else:
+        legacy = {"params": target}
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), legacy)
+        restored = reader.restore(candidate, args=ocp.args.Composite(**{LEGACY_STATE_ITEM: ocp.args.PyTreeRestore(
+          item=legacy, restore_args=restore_args, partial_restore=True)}))
+        params = jax.tree.unflatten(jax.tree.structure(abstract_params),
+                                    jax.tree.leaves(restored[LEGACY_STATE_ITEM]["params"]))
     except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types)
       raise errors.CheckpointError(
         f"the parameters at step {candidate} in {manager.directory} do not fit this config's model or are "
