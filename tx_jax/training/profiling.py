@@ -11,19 +11,23 @@ from absl import logging
 
 
 class StepProfiler:
-  """Starts a trace before the first profiled step and stops it after the last one (no-op when off)."""
+  """Starts a trace before the first profiled step and stops it after the last one (no-op when off).
+
+  A run resumed inside the range (stopped or killed while profiling) traces the steps it has left.
+  """
 
   def __init__(self, profile_steps, workdir: str):
     steps = tuple(profile_steps or ())
     self.first, self.last = steps if steps else (None, None)
     self.logdir = os.path.join(workdir, "tensorboard")
     self.active = False
+    self.started_at = None
 
   def before(self, step: int):
     """Called before training step `step` runs."""
-    if step == self.first:
+    if self.first is not None and not self.active and self.first <= step <= self.last:
       jax.profiler.start_trace(self.logdir)
-      self.active = True
+      self.active, self.started_at = True, step
 
   def after(self, step: int, outputs=None):
     """Called once training step `step` has run; waits for `outputs` before closing the trace."""
@@ -31,7 +35,8 @@ class StepProfiler:
       jax.block_until_ready(outputs)
       jax.profiler.stop_trace()
       self.active = False
-      logging.info("Profiled steps %d..%d into %s (TensorBoard's profile tab).", self.first, self.last, self.logdir)
+      logging.info("Profiled steps %d..%d into %s (TensorBoard's profile tab).", self.started_at, step, self.logdir)
+      self.first = None  # once per run
 
   def close(self):
     """Stops a trace the loop left open (training ended or stopped inside the profiled steps)."""
