@@ -301,6 +301,14 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_earlier_checkpoint(small_co
       after, data_after = _final(config, workdir)
       _bitwise_equal(before, after)
       assert data_after == data_before
+    # The other tools that write (here into the same full disk) end with one line naming where, too.
+    for program, args in (("evaluate", ["--split=test", "--max_sentences=4"]),
+                          ("average", ["--last=1", f"--out={workdir}/avg"])):
+      result = subprocess.run([sys.executable, "-m", f"tx_jax.{program}", f"--workdir={workdir}", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+      lines = [l for l in result.stderr.splitlines() if l.strip() and not re.match(r"[IW]\d{4} ", l)]
+      assert result.returncode != 0 and len(lines) == 1, result.stderr[-3000:]
+      assert lines[0].startswith(f"tx_jax.{program}: no space left on device writing to {workdir}"), lines
     # The fix the line names: with space again, the same command continues from step 3.
     os.remove(ballast)
     code, err = _finish(_start(config_file, workdir))

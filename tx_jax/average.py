@@ -11,7 +11,6 @@ parameters are the mean of the last N checkpoints' (optimizer state and RNG of t
 import json
 import os
 import shutil
-import sys
 
 import jax
 from absl import app, flags, logging
@@ -65,10 +64,9 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None:
     raise app.UsageError("--workdir is required.")
-  try:
+  out = FLAGS.out or os.path.dirname(os.path.abspath(FLAGS.workdir))  # the average goes beside the workdir
+  with command_line.one_line_errors("tx_jax.average", writes_to=out):
     record = average_workdir(FLAGS.workdir, FLAGS.last, FLAGS.out)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.average: {e}")
   print(f"averaged steps {', '.join(map(str, record['steps']))} of {record['source']} into {record['out']}")
 
 

@@ -2,14 +2,18 @@
 
 absl and ml_collections report a misspelled `--config.key`, a missing config file or a value of
 the wrong type with a traceback or a two-line FATAL; `flags_parser(program)` turns each into one
-line naming the flag and the fix, before anything is built or compiled.
+line naming the flag and the fix, before anything is built or compiled. `one_line_errors` does the
+same for the user's mistakes found later (tx_jax.errors.UserError) and for a full disk.
 """
 
+import contextlib
 import os
 import re
 import sys
 
 from absl import flags
+
+from tx_jax import errors
 
 
 def _one_line(error: BaseException) -> str:
@@ -43,6 +47,20 @@ def flags_parser(program: str):
       cause = e.__cause__ if isinstance(e, flags.Error) and e.__cause__ is not None else e
       sys.exit(f"{program}: {_one_line(cause)}")
   return parse
+
+
+@contextlib.contextmanager
+def one_line_errors(program: str, writes_to: str | None = None):
+  """Ends `program` with one line, no traceback, on a UserError or on a full disk (naming `writes_to` and the fix)."""
+  try:
+    yield
+  except errors.UserError as e:
+    sys.exit(f"{program}: {e}")
+  except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore report a full disk as several types)
+    if not errors.disk_full(e):
+      raise
+    where = f" writing to {os.path.abspath(os.path.expanduser(writes_to))}" if writes_to else ""
+    sys.exit(f"{program}: no space left on device{where}; free space there and run the same command again.")
 
 
 def split_list(values) -> list:

@@ -100,11 +100,9 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f"tx_jax.compare: unexpected arguments {argv[1:]}; pass files with --references= and --system=.")
   logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # its per-metric INFO progress lines
-  try:
+  with command_line.one_line_errors("tx_jax.compare"):
     report = compare(command_line.split_list(FLAGS.references), command_line.split_list(FLAGS.system),
                      method=FLAGS.method, n=FLAGS.n, seed=FLAGS.seed)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.compare: {e}")
   print(report)
 
 

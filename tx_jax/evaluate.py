@@ -239,7 +239,7 @@ def main(argv):
     raise app.UsageError("--workdir is required.")
   workdirs = command_line.split_list(FLAGS.workdir)
   overridden = [arg.split("=", 1)[0][len("--config."):] for arg in sys.argv if arg.startswith("--config.")]
-  try:
+  with command_line.one_line_errors("tx_jax.evaluate", writes_to=workdirs[0]):
     config = experiment.evaluation_config(workdirs[0], FLAGS.config, overridden)
     if FLAGS.beam_sizes or FLAGS.length_penalties:
       split = FLAGS.split if FLAGS["split"].present else "validation"
@@ -255,8 +255,6 @@ def main(argv):
     else:
       summary = evaluate(config, workdirs[0], FLAGS.step, FLAGS.split, FLAGS.max_sentences, FLAGS.average_last,
                          FLAGS.use_ema)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.evaluate: {e}")
   print(report(summary))
 
 

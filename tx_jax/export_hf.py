@@ -6,11 +6,10 @@ stops with an error naming the switch.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
-from tx_jax import command_line, errors, logging_utils
+from tx_jax import command_line, logging_utils
 from tx_jax.interop import export
 from tx_jax.interop import workdir as workdir_lib
 
@@ -37,10 +36,8 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None or FLAGS.out is None:
     raise app.UsageError("--workdir and --out are required.")
-  try:
+  with command_line.one_line_errors("tx_jax.export_hf", writes_to=FLAGS.out):
     architecture = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.export_hf: {e}")
   print(f"Exported {FLAGS.workdir} as {architecture} to {FLAGS.out}")
 
 

@@ -4,7 +4,6 @@ Greedy with --temperature=0; otherwise ancestral sampling with optional --top_k 
 """
 
 import functools
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -72,12 +71,10 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None:
     raise app.UsageError("--workdir is required.")
-  try:
+  with command_line.one_line_errors("tx_jax.generate"):
     samples = generate(FLAGS.workdir, FLAGS.prompt, num_samples=FLAGS.num_samples,
                        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
                        top_p=FLAGS.top_p, seed=FLAGS.seed, step=FLAGS.step, use_ema=FLAGS.use_ema)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.generate: {e}")
   for s in samples:
     print(FLAGS.prompt + (" " if FLAGS.prompt else "") + s)
 

@@ -8,7 +8,6 @@ vocab_path then names: every entry point tokenizes with the model's own tokenize
 
 import json
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -74,10 +73,8 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if FLAGS.hf_dir is None or FLAGS.workdir is None:
     raise app.UsageError("--hf_dir and --workdir are required.")
-  try:
+  with command_line.one_line_errors("tx_jax.import_hf", writes_to=FLAGS.workdir):
     config = import_dir(FLAGS.hf_dir, FLAGS.workdir, base_config=FLAGS.config, architecture=FLAGS.architecture)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.import_hf: {e}")
   print(f"Imported {config['hf_architecture']} ({config['model_family']}, task={config['task']}) into "
         f"{FLAGS.workdir}")
 

@@ -59,11 +59,9 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required.")
   lines = read_lines(sys.stdin.buffer)
-  try:
+  with command_line.one_line_errors("tx_jax.translate"):
     translations = translate_lines(command_line.split_list(FLAGS.workdir), lines, step=FLAGS.step, beam_size=FLAGS.beam_size,
                                    batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.translate: {e}")
   sys.stdout.writelines(t + "\n" for t in translations)
 
 

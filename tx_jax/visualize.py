@@ -5,7 +5,6 @@ heatmaps, labelled with the SentencePiece pieces; --kind=all writes OUT_<kind>.p
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -53,11 +52,9 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None or FLAGS.text is None or FLAGS.out is None:
     raise app.UsageError("--workdir, --text and --out are required.")
-  try:
+  with command_line.one_line_errors("tx_jax.visualize", writes_to=FLAGS.out):
     paths = render(FLAGS.workdir, FLAGS.text, FLAGS.out, step=FLAGS.step, target=FLAGS.target, kind=FLAGS.kind,
                    use_ema=FLAGS.use_ema)
-  except errors.UserError as e:
-    sys.exit(f"tx_jax.visualize: {e}")
   print("\n".join(paths))
 
 
