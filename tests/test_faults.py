@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config, tiny_config_file
-from tx_jax import evaluate, parallel
+from tx_jax import errors, evaluate, parallel, train
 from tx_jax.training import checkpoint, experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -317,3 +317,31 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_earlier_checkpoint(small_co
     assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [3, 6]
   finally:
     subprocess.run(["umount", "--lazy", workdir], check=True)  # lazy: never fails on a file still open
+
+
+def test_resuming_with_another_model_or_optimizer_stops_in_one_line_and_keeps_every_checkpoint(small_corpus_dir,
+                                                                                              vocab_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=3), workdir)
+  # A changed model field is found in the run's config.json before anything is built; a changed optimizer
+  # (an EMA in its state) when its checkpoint's tree does not fit: neither is damage to set aside.
+  for overrides, names in (({"emb_dim": 64}, "emb_dim"), ({"ema_decay": 0.999}, "optimizer state")):
+    with pytest.raises(errors.ConfigError, match=names):
+      train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, **overrides), workdir)
+    assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [3]
+    assert not glob.glob(os.path.join(workdir, "checkpoints", "corrupt_*"))
+  train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir), workdir)  # the run's own config resumes
+  assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [3, 6]
+
+
+def test_a_resumed_run_whose_init_from_source_is_gone_keeps_the_model_it_took_from_it(small_corpus_dir, vocab_dir,
+                                                                                      tmp_path):
+  source, run = str(tmp_path / "source"), str(tmp_path / "run")
+  train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=3), source)
+  # The run names another emb_dim; the source's (32) replaces it, and config.json records that.
+  tuned = make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=3, init_from=source, emb_dim=64)
+  train.train_and_evaluate(tuned, run)
+  shutil.rmtree(source)
+  tuned.num_train_steps = 6
+  train.train_and_evaluate(tuned, run)
+  assert checkpoint.make_manager(run, read_only=True).all_steps() == [3, 6]

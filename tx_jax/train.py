@@ -66,15 +66,18 @@ def writable_workdir(workdir: str) -> str:
 
 def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   """The training loop of train_and_evaluate in a locked, writable workdir."""
-  config = init_from.with_source(config)
+  manager = checkpoint.make_manager(workdir, preservation_policy=best.preservation_policy(config),
+                                    best_metric=config.best_metric,
+                                    best_mode=best.mode(config) if config.best_metric else "max")
+  resuming = bool(manager.all_steps())
+  config = init_from.with_source(config, run_workdir=workdir if resuming else None)
+  if resuming:
+    experiment.check_resumable(config, workdir)  # another model would not fit the run's checkpoints
   mesh = parallel.make_mesh(config.mesh_shape)
   global_rows = config.per_device_batch_size * jax.device_count()
   task = tasks.get(config)
   tokenizer = task.tokenizer(config, train=True)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
-  manager = checkpoint.make_manager(workdir, preservation_policy=best.preservation_policy(config),
-                                    best_metric=config.best_metric,
-                                    best_mode=best.mode(config) if config.best_metric else "max")
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")

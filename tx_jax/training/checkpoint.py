@@ -192,13 +192,52 @@ def _restore_step(manager: ocp.CheckpointManager, target, step: int):
       state = target.replace(step=progress["step"], params=restored[PARAMS_ITEM],
                              opt_state=restored[OPT_STATE_ITEM], rng=progress["rng"])
   except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types, some bare)
+    mismatch = _saved_tree_mismatch(manager, step, target)
+    if mismatch:  # the config's mistake, not damage: a ConfigError, so the step is neither skipped nor set aside
+      raise errors.ConfigError(
+        f"The checkpoint at step {step} in {manager.directory} holds another model or optimizer state than this "
+        f"config builds ({mismatch}); resume with the config the run started with (its config.json), or pass a new "
+        "--workdir.") from None
     raise errors.CheckpointError(
-      f"the checkpoint at step {step} in {manager.directory} does not fit this config's model or is "
-      f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check --config matches the one used for "
-      f"training, or pick another --step.") from None
+      f"the checkpoint at step {step} in {manager.directory} is unreadable ({type(e).__name__}: "
+      f"{' '.join(str(e).split())[:300]}); pick another --step.") from None
   _check_finite(manager, step, state)
   logging.info("Restored checkpoint step %d from %s", step, manager.directory)
   return state, data_state(manager, step)
+
+
+def _leaf_shapes(tree) -> dict:
+  """{dotted leaf path: shape} of a pytree of arrays, or of the array metadata Orbax saved for one."""
+  def name(key):
+    return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+  return {".".join(map(name, path)): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _saved_tree_mismatch(manager: ocp.CheckpointManager, step: int, target) -> str:
+  """How `target` differs from the arrays checkpoint `step` saved, by their metadata; '' if it fits or is unreadable.
+
+  Tells a config that builds another model or optimizer (a user's mistake: the checkpoint must be
+  kept) from a damaged checkpoint (whose metadata is unreadable, or fits while its data does not).
+  """
+  if _has_item(manager, step, LEGACY_STATE_ITEM):
+    wanted = {LEGACY_STATE_ITEM: target}
+  else:
+    wanted = {PARAMS_ITEM: target.params, OPT_STATE_ITEM: target.opt_state,
+              PROGRESS_ITEM: {"step": target.step, "rng": target.rng}}
+  for item, tree in wanted.items():
+    try:
+      metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(manager.directory) / str(step) / item)
+      saved = _leaf_shapes(getattr(metadata, "tree", metadata))
+    except Exception:  # pylint: disable=broad-except  (unreadable metadata: damage, not a mismatch)
+      return ""
+    mine = _leaf_shapes(tree)
+    resized = sorted(k for k in saved.keys() & mine.keys() if saved[k] != mine[k])
+    if resized:
+      return ", ".join(f"{item} {k} is {list(saved[k])} there, {list(mine[k])} here" for k in resized[:2])
+    if saved.keys() != mine.keys():
+      extra = sorted(saved.keys() - mine.keys())[:1] or sorted(mine.keys() - saved.keys())[:1]
+      return f"{item} holds {len(saved)} arrays there, {len(mine)} here (e.g. {extra[0]})"
+  return ""
 
 
 def _check_finite(manager: ocp.CheckpointManager, step: int, tree):

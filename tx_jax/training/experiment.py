@@ -1,5 +1,6 @@
 """Builds a run's model, optimizer and compiled steps from its config."""
 
+import dataclasses
 import json
 import os
 
@@ -7,6 +8,7 @@ import ml_collections
 from absl import logging
 
 from tx_jax import compilation_cache, errors, parallel, tasks
+from tx_jax.models import config as model_config
 from tx_jax.models import registry
 from tx_jax.training import checkpoint
 from tx_jax.training import ema
@@ -48,6 +50,31 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
   if vocab and not os.path.isabs(vocab) and os.path.isdir(os.path.join(workdir, vocab)):
     config["vocab_path"] = os.path.abspath(os.path.join(os.path.expanduser(workdir), vocab))  # an imported tokenizer/
   return ml_collections.ConfigDict(config)
+
+
+# ModelConfig fields that change no saved array: a resumed run may change them, not the others.
+RESUME_FREE_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat", "remat_policy", "scan_layers",
+                            "attention_impl", "pad_id")
+
+
+def check_resumable(config, workdir: str):
+  """ConfigError naming the model fields in which `config` differs from the run it resumes (WORKDIR/config.json).
+
+  Found before anything is built: a changed model would not fit the run's checkpoints.
+  """
+  path = os.path.join(os.path.expanduser(workdir), "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    run = json.load(f)
+  mine = json.loads(config.to_json_best_effort())
+  names = [f.name for f in dataclasses.fields(model_config.ModelConfig) if f.name not in RESUME_FREE_MODEL_FIELDS]
+  changed = [n for n in names if n in run and n in mine and run[n] != mine[n]]
+  if changed:
+    raise errors.ConfigError(
+      f"{workdir} holds a run of another model: " + ", ".join(f"config.{n}={mine[n]!r} here, {run[n]!r} in its "
+                                                              "config.json" for n in changed[:3])
+      + "; resume with the run's model fields, or pass a new --workdir.")
 
 
 # What a --config may change when evaluating a trained run: how it is evaluated, not what it is.

@@ -33,9 +33,13 @@ STRUCTURE_FIELDS = tuple(f.name for f in dataclasses.fields(model_config.ModelCo
                          if f.name not in RUN_MODEL_FIELDS + HEAD_FIELDS)
 
 
-def with_source(config) -> ml_collections.ConfigDict:
-  """`config` with what its init_from workdir fixes: the model's structure and, for an imported model, its tokenizer."""
-  return with_imported_tokenizer(with_source_model(config))
+def with_source(config, run_workdir: str | None = None) -> ml_collections.ConfigDict:
+  """`config` with what its init_from workdir fixes: the model's structure and, for an imported model, its tokenizer.
+
+  A resumed run (`run_workdir`, holding its own config.json) whose init_from workdir has since been
+  deleted or moved takes the model fields its own config.json recorded from it.
+  """
+  return with_imported_tokenizer(with_source_model(config, run_workdir))
 
 
 def source_model_fields(config, source) -> dict:
@@ -44,17 +48,28 @@ def source_model_fields(config, source) -> dict:
   return {name: source[name] for name in names if name in source}  # every tx_jax workdir records them all
 
 
-def with_source_model(config) -> ml_collections.ConfigDict:
+def _has_config(workdir: str | None) -> bool:
+  return bool(workdir) and os.path.exists(os.path.join(os.path.expanduser(workdir), "config.json"))
+
+
+def with_source_model(config, run_workdir: str | None = None) -> ml_collections.ConfigDict:
   """`config` with the model structure (ModelConfig fields) of its init_from workdir, when that has a config.json.
 
   The training fields (learning rate, dropout, steps, task, data, batch size, ...) stay the config's;
   one log line names the model fields taken that differ. A source of another model family, or a
-  checkpoint directory without config.json, leaves the config as it is.
+  checkpoint directory without config.json, leaves the config as it is; a resumed run (`run_workdir`
+  with a config.json) whose source is gone takes them from its own config.json.
   """
-  if not config.get("init_from") or not os.path.exists(os.path.join(os.path.expanduser(config.init_from),
-                                                                    "config.json")):
+  if not config.get("init_from"):
     return config
-  source = experiment.workdir_config(config.init_from)
+  source_dir = config.init_from
+  if not _has_config(source_dir) and not os.path.exists(os.path.expanduser(source_dir)) and _has_config(run_workdir):
+    logging.warning("config.init_from=%s is gone; this resumed run takes the model fields its own %s/config.json "
+                    "recorded from it.", source_dir, run_workdir)
+    source_dir = run_workdir
+  if not _has_config(source_dir):
+    return config
+  source = experiment.workdir_config(source_dir)
   if tasks.get(source).family != tasks.get(config).family:
     logging.info("config.init_from=%s holds a %s model; this %s run keeps its own model fields.", config.init_from,
                  tasks.get(source).family, tasks.get(config).family)
