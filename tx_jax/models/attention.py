@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tx_jax.models import config as config_lib
+from tx_jax.models import dropout as dropout_lib
 from tx_jax.models import params
 from tx_jax.models import positions as positions_lib
 
@@ -45,13 +46,13 @@ def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dro
     mask = jnp.broadcast_to(mask, (batch, num_heads, q_len, k_len))
     mask = mask.reshape(batch, kv_heads, groups, q_len, k_len)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = weights = jax.nn.softmax(logits, axis=-1)
+  probs = jax.nn.softmax(logits, axis=-1)
+  weights = probs.astype(value.dtype)  # dropped out in the compute dtype
   if dropout_rate > 0.0 and dropout_rng is not None:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = dropout_lib.dropout(weights, dropout_rate, dropout_rng)
   # A plain batched matmul [q_len, k_len] x [k_len, head_dim], then the small output is transposed:
   # XLA's CPU backend runs the form with a [batch, q_len, ...] output outside its matmul library (up to 3x slower).
-  out = jnp.einsum("bhgqk,bhkd->bhgqd", weights.astype(value.dtype), value)
+  out = jnp.einsum("bhgqk,bhkd->bhgqd", weights, value)
   out = out.transpose(0, 3, 1, 2, 4).reshape(batch, q_len, num_heads, head_dim)
   if return_weights:  # query head kv * groups + g, as in the reshape of `query` above
     return out, probs.reshape(batch, num_heads, q_len, k_len)

@@ -5,6 +5,7 @@ from flax import nnx
 
 from tx_jax.models import attention as attention_lib
 from tx_jax.models import config as config_lib
+from tx_jax.models import dropout as dropout_lib
 from tx_jax.models import layers
 from tx_jax.models import params
 
@@ -23,7 +24,7 @@ class EncoderOnly(nnx.Module):
       self.pooler = params.dense(cfg, cfg.emb_dim, cfg.emb_dim, (params.EMBED, params.MLP), rngs)
     if cfg.num_classes:
       self.classifier = params.dense(cfg, cfg.emb_dim, cfg.num_classes, (params.EMBED, None), rngs)
-      self.classifier_dropout = nnx.Dropout(cfg.dropout_rate)
+      self.classifier_dropout = dropout_lib.Dropout(cfg.dropout_rate)
 
   def encode(self, tokens, *, segments=None, positions=None, token_types=None, deterministic=True, rngs=None):
     """Hidden states [batch, len, emb_dim] of tokens [batch, len] (pad_id = padding unless segments given)."""

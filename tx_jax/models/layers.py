@@ -6,6 +6,7 @@ from flax import nnx
 
 from tx_jax.models import attention as attention_lib
 from tx_jax.models import config as config_lib
+from tx_jax.models import dropout as dropout_lib
 from tx_jax.models import params
 from tx_jax.models import positions as positions_lib
 
@@ -62,7 +63,7 @@ class Embedder(nnx.Module):
                                                               (params.EMBED, params.VOCAB)))
     if cfg.output_bias:
       self.output_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), **params.partition_metadata((params.VOCAB,)))
-    self.dropout = nnx.Dropout(cfg.dropout_rate)
+    self.dropout = dropout_lib.Dropout(cfg.dropout_rate)
 
   def __call__(self, tokens, positions, token_types=None, *, deterministic=True, rngs=None):
     """Embeds tokens [batch, len] at integer positions [batch or 1, len] -> [batch, len, emb_dim]."""
@@ -137,7 +138,7 @@ class Block(nnx.Module):
     self.has_cross_attention = cross_attention
     self.feed_forward = FeedForward(cfg, rngs=rngs)
     self.feed_forward_norm = make_norm(cfg, rngs)
-    self.dropout = nnx.Dropout(cfg.dropout_rate)
+    self.dropout = dropout_lib.Dropout(cfg.dropout_rate)
 
   def _residual(self, x, norm, sublayer, deterministic, rngs):
     """x + dropout(sublayer(norm(x))) for pre-norm, norm(x + dropout(sublayer(x))) for post-norm."""
