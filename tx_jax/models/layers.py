@@ -7,6 +7,7 @@ from flax import nnx
 from tx_jax.models import attention as attention_lib
 from tx_jax.models import config as config_lib
 from tx_jax.models import dropout as dropout_lib
+from tx_jax.models import matmul
 from tx_jax.models import params
 from tx_jax.models import positions as positions_lib
 
@@ -58,7 +59,7 @@ class Embedder(nnx.Module):
     if cfg.embedding_norm:
       self.norm = make_norm(cfg, rngs)
     if not cfg.tie_output_embedding:
-      self.output = nnx.Linear(cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, rngs=rngs,
+      self.output = matmul.Dense(cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, rngs=rngs,
                                kernel_init=params.partitioned(nnx.initializers.xavier_uniform(),
                                                               (params.EMBED, params.VOCAB)))
     if cfg.output_bias:
@@ -88,6 +89,8 @@ class Embedder(nnx.Module):
     """
     if output_kernel is not None:
       logits = x @ output_kernel.astype(x.dtype)
+    elif matmul.is_low_precision(x.dtype) and self.cfg.tie_output_embedding:  # x [.., emb] . table [vocab, emb]
+      logits = matmul.mixed_dot(x, self.table.embedding[...], x.dtype, True)
     else:
       logits = self.table.attend(x) if self.cfg.tie_output_embedding else self.output(x)
     logits = logits.astype(jnp.float32) * self.cfg.logits_scale

@@ -2,6 +2,8 @@
 
 from flax import nnx
 
+from tx_jax.models import matmul
+
 # Logical axis names used in parameter annotations; tx_jax.parallel maps them to mesh axes.
 EMBED = "embed"  # model width (d_model)
 VOCAB = "vocab"
@@ -21,8 +23,8 @@ def partition_metadata(axes):
 
 
 def dense(cfg, n_in: int, n_out: int, axes, rngs: nnx.Rngs) -> nnx.Linear:
-  """A Linear layer (Xavier-uniform kernel, zero bias) whose kernel has logical `axes`."""
-  return nnx.Linear(
+  """A Linear layer (Xavier-uniform kernel, zero bias) whose kernel has logical `axes`; bf16 matmuls accumulate in f32."""
+  return matmul.Dense(
     n_in, n_out, use_bias=cfg.use_bias, dtype=cfg.compute_dtype, rngs=rngs,
     kernel_init=partitioned(nnx.initializers.xavier_uniform(), axes),
     bias_init=partitioned(nnx.initializers.zeros_init(), axes[1:]))
