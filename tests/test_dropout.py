@@ -74,3 +74,11 @@ def test_threefry_masks_are_the_same_on_any_mesh():
   masks = json.loads(out.stdout.strip().splitlines()[-1])
   assert masks["one"] == masks["batch8"] == masks["cols8"]
   assert 0 < masks["one"].count(0.0) < len(masks["one"])
+
+
+def test_written_out_threefry_is_jax_threefry_bit_for_bit():
+  from jax.extend.random import threefry2x32_p  # noqa: PLC0415
+  k1, k2 = jax.random.key_data(jax.random.key(123))
+  x1, x2 = (jax.random.bits(jax.random.key(s), (4096,), jnp.uint32) for s in (1, 2))
+  for want, got in zip(threefry2x32_p.bind(k1, k2, x1, x2), jax.jit(dropout._threefry2x32)(k1, k2, x1, x2)):
+    np.testing.assert_array_equal(got, want)
