@@ -1,9 +1,28 @@
 """TensorBoard scalars, text and images (tensorboardX: no TensorFlow needed), written by process 0 only."""
 
 import os
+import sys
 
 import jax
 import numpy as np
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch unless the process has imported torch already.
+
+  tensorboardX imports torch at module level whenever it is installed, only to accept torch tensors
+  (we pass numpy): ~1 s of every run's start-up where torch happens to be installed, paid before the
+  first step. Imported here, not at the top, so the entry points that write no event file pay nothing.
+  """
+  hide_torch = "torch" not in sys.modules
+  if hide_torch:
+    sys.modules["torch"] = None  # `import torch` raises ImportError; tensorboardX then takes numpy arrays
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    if hide_torch:
+      del sys.modules["torch"]
+  return SummaryWriter
 
 
 class MetricWriter:
@@ -12,10 +31,7 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self.writer = None
     if jax.process_index() == 0:
-      # Imported here: tensorboardX imports torch when it is installed (~1 s), which the entry points
-      # that write no event file (translate, generate, a config error) need not pay.
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
+      self.writer = _summary_writer_class()(os.path.join(workdir, "tensorboard"), flush_secs=10)
 
   def scalars(self, step: int, values: dict):
     """Writes each {tag: value} at `step`."""
