@@ -42,16 +42,17 @@ def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, 
 
   With `abstract_only`, the state is jax.ShapeDtypeStructs carrying shardings (a restore target).
   """
-  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: make_model(nnx.Rngs(seed))), nnx.Param)
-  param_shardings = parallel.state_shardings(abstract_params, mesh)
+  graphdefs = []  # the model's structure, taken while tracing init: one trace fewer than nnx.eval_shape first
 
   def init():
-    params = nnx.state(make_model(nnx.Rngs(seed)), nnx.Param)
+    graphdef, params = nnx.split(make_model(nnx.Rngs(seed)), nnx.Param)
+    graphdefs.append(graphdef)  # static structure, no arrays: safe to take out of the trace
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=jax.random.key_data(jax.random.key(seed + 1, impl=prng_impl)))
 
   abstract = jax.eval_shape(init)
-  shardings = _state_shardings(abstract, param_shardings, mesh)
+  graphdef = graphdefs[0]
+  shardings = _state_shardings(abstract, parallel.state_shardings(abstract.params, mesh), mesh)
   if abstract_only:
     return graphdef, jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract, shardings), shardings
