@@ -23,8 +23,8 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import default  # noqa: E402
-from tx_jax import decode  # noqa: E402
 from tx_jax import tasks  # noqa: E402
+from tx_jax.inference import decode  # noqa: E402
 from tx_jax.models.config import ModelConfig  # noqa: E402
 from tx_jax.models.encoder_decoder import EncoderDecoder  # noqa: E402
 

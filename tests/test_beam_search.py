@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tx_jax import decode
+from tx_jax.inference import decode
 from tx_jax.data import tokenizer
 from tx_jax.models.config import ModelConfig
 from tx_jax.models.decoder_only import DecoderOnly
@@ -44,7 +44,7 @@ def _search(model, src, beam_size, shared=False):
   """Beam search (beam_size 1: greedy) with the EOS bonus; returns (sequences, scores) as numpy.
 
   shared=False repeats each source once per beam, so every hypothesis has its own cache row;
-  shared=True is tx_jax.decode.translate_batch's layout: one encoding and one cache row per sentence.
+  shared=True is tx_jax.inference.decode.translate_batch's layout: one encoding and one cache row per sentence.
   """
   segments = (src != 0).astype(jnp.int32)
   if beam_size > 1 and not shared:

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import make_tiny_config, straight_and_resumed_runs
 from tx_jax import evaluate, parallel, train, translate
+from tx_jax.inference import restore
 from tx_jax.training import checkpoint, ema, experiment
 
 
@@ -62,10 +63,10 @@ def test_evaluate_and_translate_use_the_ema_unless_told_not_to(ema_config, tmp_p
   assert with_ema["ema"] and not raw["ema"]
   assert with_ema["metrics"]["test/loss"] != pytest.approx(raw["metrics"]["test/loss"], rel=1e-6)
   # Decoding and attention tools get the EMA by default, the raw parameters on request.
-  config, _, params, _ = experiment.restore_for_inference(workdir)
+  config, _, params, _ = restore.restore_for_inference(workdir)
   for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(ema.find(state.opt_state).ema)):
     np.testing.assert_array_equal(x, y)
-  _, _, raw_params, _ = experiment.restore_for_inference(workdir, use_ema=False)
+  _, _, raw_params, _ = restore.restore_for_inference(workdir, use_ema=False)
   for x, y in zip(jax.tree.leaves(raw_params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(x, y)
   lines = ["Klicken Sie auf OK.", ""]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tx_jax import decode
+from tx_jax.inference import decode
 from tx_jax.models.config import ModelConfig
 from tx_jax.models.encoder_decoder import EncoderDecoder
 

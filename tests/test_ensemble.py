@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tx_jax import decode, errors, evaluate, train, translate
-from tx_jax.training import experiment
+from tx_jax import errors, evaluate, train, translate
+from tx_jax.inference import decode, restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ def _sources(config, n=12):
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_ensemble_of_one_and_of_a_model_with_itself_decode_as_the_model(runs, beam_size):
   config, workdir = runs[0]
-  _, graphdef, params, processor = experiment.restore_for_inference(workdir)
+  _, graphdef, params, processor = restore.restore_for_inference(workdir)
   kw = dict(batch_size=8, beam_size=beam_size, alpha=0.6, max_predict_length=24, max_source_length=64)
   texts = _sources(config)
   alone = decode.translate_texts(graphdef, params, processor, texts, **kw)
@@ -52,7 +52,7 @@ def test_two_models_decode_together_and_are_scored(runs):
   assert os.path.exists(os.path.join(a, "eval", "test_ensemble2.json"))
   assert "ensemble of 2" in evaluate.report(summary)
   # The ensemble's step averages the two models' log-probabilities.
-  _, graphdefs, params, processor = experiment.restore_ensemble([a, b])
+  _, graphdefs, params, processor = restore.restore_ensemble([a, b])
   assert isinstance(graphdefs, tuple) and len(params) == 2
   result = subprocess.run([sys.executable, "-m", "tx_jax.translate", f"--workdir={a},{b}", "--beam_size=2"],
                           input="\n".join(texts[:2]) + "\n", cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -77,6 +77,6 @@ def test_workdirs_with_other_vocabularies_are_refused(runs, small_corpus_dir, tm
   b = str(tmp_path / "other_vocab")
   train.train_and_evaluate(other, b)
   with pytest.raises(errors.ConfigError, match="uses another vocabulary"):
-    experiment.restore_ensemble([a, b])
+    restore.restore_ensemble([a, b])
   with pytest.raises(errors.ConfigError, match="an ensemble uses each workdir's newest"):
-    experiment.restore_ensemble([a, a], step=8)
+    restore.restore_ensemble([a, a], step=8)

@@ -12,8 +12,9 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 import sentencepiece as spm  # noqa: E402
 
-from tx_jax import attention_maps, decode, defaults, generate, import_hf, translate  # noqa: E402
+from tx_jax import defaults, generate, import_hf, translate  # noqa: E402
 from tx_jax.data import hf_tokenizers, pipeline  # noqa: E402
+from tx_jax.inference import attention_maps, decode, restore  # noqa: E402
 from tx_jax.training import experiment  # noqa: E402
 
 from conftest import first_train_batch  # noqa: E402
@@ -48,7 +49,7 @@ def test_gpt2_generates_and_labels_attention_with_its_tokenizer_json(libreoffice
   with open(os.path.join(work, "config.json")) as f:
     assert json.load(f)["vocab_path"] == "tokenizer"
   theirs_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(hf_dir, "tokenizer.json"))
-  ours_tok = experiment.restore_for_inference(work)[3]
+  ours_tok = restore.restore_for_inference(work)[3]
   assert isinstance(ours_tok, hf_tokenizers.HFTokenizer) and ours_tok.bos_id == ours_tok.eos_id == end
   for text in texts[3000 - 20:]:
     assert ours_tok.encode(text) == theirs_tok.encode(text, add_special_tokens=False)
@@ -62,7 +63,7 @@ def test_gpt2_generates_and_labels_attention_with_its_tokenizer_json(libreoffice
   out = out[:out.index(end)] if end in out else out
   assert ours == theirs_tok.decode(out, skip_special_tokens=True)
 
-  config, graphdef, params, tok = experiment.restore_for_inference(work)
+  config, graphdef, params, tok = restore.restore_for_inference(work)
   maps = attention_maps.attention_weights(graphdef, params, config, tok, prompt)
   assert maps["self"].query_labels == [theirs_tok.convert_ids_to_tokens(i) for i in ids]
 
@@ -109,7 +110,7 @@ def test_marian_translates_with_its_sentencepiece_models_and_vocab_json(libreoff
   import_hf.import_dir(str(hf_dir), work)  # no --config: the decoding settings are tx_jax's defaults
   imported = experiment.workdir_config(work)
   assert set(imported) >= set(defaults.get_config()) and imported.beam_size == defaults.get_config().beam_size
-  ours_tok = experiment.restore_for_inference(work)[3]
+  ours_tok = restore.restore_for_inference(work)[3]
   assert isinstance(ours_tok, hf_tokenizers.MarianTokenizer)
   assert (ours_tok.bos_id, ours_tok.eos_id, ours_tok.pad_id) == (pad, 0, pad)
   for source, target in pairs[-20:] + [(">>en<< " + pairs[0][0], pairs[0][1])]:

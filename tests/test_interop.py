@@ -20,7 +20,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from tx_jax import decode, errors, export_hf, import_hf  # noqa: E402
+from tx_jax import errors, export_hf, import_hf  # noqa: E402
+from tx_jax.inference import decode  # noqa: E402
 from tx_jax.interop import export, hf_config, hf_weights  # noqa: E402
 from tx_jax.interop import workdir as workdir_lib  # noqa: E402
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tx_jax import decode
+from tx_jax.inference import decode
 from tx_jax.models.config import ModelConfig
 from tx_jax.models.decoder_only import DecoderOnly
 

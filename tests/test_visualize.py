@@ -12,11 +12,12 @@ import pytest
 from flax import nnx
 
 from conftest import make_tiny_config
-from tx_jax import attention_maps, attention_plots, errors, train, visualize
+from tx_jax import errors, train, visualize
 from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.inference import attention_maps, attention_plots, restore
 from tx_jax.models import attention, registry
 from tx_jax.models.config import ModelConfig
-from tx_jax.training import experiment, metrics
+from tx_jax.training import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS, HEADS = 2, 2
@@ -37,7 +38,7 @@ def trained_workdir(tmp_path_factory, small_corpus_dir, vocab_dir):
 @pytest.fixture(scope="module")
 def restored(trained_workdir):
   """(config, graphdef, params, processor) of the trained workdir."""
-  return experiment.restore_for_inference(trained_workdir)
+  return restore.restore_for_inference(trained_workdir)
 
 
 def _check_rows(weights, mask=None):

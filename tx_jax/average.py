@@ -60,6 +60,7 @@ def average_workdir(workdir: str, last: int, out: str | None = None) -> dict:
 
 
 def main(argv):
+  """Averages the parameters of --workdir's newest --last checkpoints into --out."""
   del argv
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None:

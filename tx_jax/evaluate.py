@@ -22,6 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
+from tx_jax.inference import restore
 from tx_jax.training import averaging, best, checkpoint, ema, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
@@ -124,7 +125,7 @@ def checkpoint_step(manager, config, step) -> int | None:
 def evaluate_ensemble(config, workdirs, split: str = "test", max_sentences: int = 0, use_ema: bool = True) -> dict:
   """SacreBLEU scores of the ensemble of several translation workdirs' newest checkpoints on `split`.
 
-  The models decode together (tx_jax.decode.ensemble_step); losses are per model, so an ensemble
+  The models decode together (tx_jax.inference.decode.ensemble_step); losses are per model, so an ensemble
   is scored by its translations only. Results go to the first workdir's eval/ directory.
   """
   configuration.validate(config)
@@ -132,7 +133,7 @@ def evaluate_ensemble(config, workdirs, split: str = "test", max_sentences: int 
     raise errors.ConfigError(f"Ensembles decode translations; {workdirs[0]} holds a config.task={config.task!r} "
                              "model. Evaluate its workdirs one at a time.")
   workdirs = [os.path.abspath(os.path.expanduser(w)) for w in workdirs]
-  _, graphdefs, params, tokenizer = experiment.restore_ensemble(workdirs, None, use_ema)
+  _, graphdefs, params, tokenizer = restore.restore_ensemble(workdirs, None, use_ema)
   task = tasks.get(config)
   pairs = task.pairs(config, split, max_sentences)
   start = time.time()
@@ -170,7 +171,7 @@ def decoding_sweep(config, workdir: str, beam_sizes, alphas, *, split: str = "va
                                     best_mode=best.mode(config) if config.get("best_metric") else "max")
   step = checkpoint_step(manager, config, step)
   step = manager.latest_step() if step is None else step
-  _, graphdef, params, tokenizer = experiment.restore_for_inference(workdir, step, use_ema)
+  _, graphdef, params, tokenizer = restore.restore_for_inference(workdir, step, use_ema)
   pairs = tasks.get(config).pairs(config, split, max_sentences)
   rows = []
   for beam in beam_sizes:
@@ -233,6 +234,7 @@ def report(s: dict) -> str:
 
 
 def main(argv):
+  """Evaluates the flagged workdir(s) on --split and prints the report beside its baselines."""
   logging_utils.quiet_library_logs()
   del argv
   if not FLAGS.workdir:

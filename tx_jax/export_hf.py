@@ -32,6 +32,7 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
 
 
 def main(argv):
+  """Exports --workdir to --out as a Hugging Face model directory."""
   del argv
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None or FLAGS.out is None:

@@ -11,9 +11,9 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from tx_jax import command_line, decode, errors, logging_utils, tasks
+from tx_jax import command_line, errors, logging_utils, tasks
 from tx_jax.data import tokenizer as tokenizer_lib
-from tx_jax.training import experiment
+from tx_jax.inference import decode, restore
 
 FLAGS = flags.FLAGS
 
@@ -55,7 +55,7 @@ def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top
 def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, temperature=1.0, top_k=0,
              top_p=1.0, seed=0, step=None, use_ema=True):
   """Continuations (strings) of `prompt` from the LM in `workdir`."""
-  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step, use_ema)
+  config, graphdef, params, processor = restore.restore_for_inference(workdir, step, use_ema)
   if not tasks.is_language_model(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
                              "tx_jax.generate needs a language model (task=lm).")
@@ -67,6 +67,7 @@ def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, tem
 
 
 def main(argv):
+  """Prints --num_samples continuations of --prompt sampled from --workdir's language model."""
   del argv
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None:

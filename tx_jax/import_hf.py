@@ -69,6 +69,7 @@ def import_dir(hf_dir: str, workdir: str, *, base_config=None, architecture=None
 
 
 def main(argv):
+  """Imports the Hugging Face model in --hf_dir into --workdir."""
   del argv
   logging_utils.quiet_library_logs()
   if FLAGS.hf_dir is None or FLAGS.workdir is None:

@@ -187,7 +187,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
           writer.text(step, "eval/translations", "\n\n".join(
             f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
         if config.get("attention_images", False):  # the first validation text's attention, as a picture
-          from tx_jax import attention_plots  # pylint: disable=import-outside-toplevel  (matplotlib: ~1 s to import)
+          from tx_jax.inference import attention_plots  # pylint: disable=import-outside-toplevel  (matplotlib: ~1 s to import)
           first = task.records(config, "validation")[0]
           writer.image(step, "eval/attention", attention_plots.attention_image(
             graphdef, params, config, tokenizer, first.get("source", first.get("text"))))
@@ -290,6 +290,7 @@ class _DiskFullReport:
 
 
 def main(argv):
+  """Trains --config into --workdir, resuming from its newest checkpoint."""
   logging_utils.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -7,8 +7,8 @@ import sys
 
 from absl import app, flags, logging
 
-from tx_jax import command_line, decode, errors, logging_utils, tasks
-from tx_jax.training import experiment
+from tx_jax import command_line, errors, logging_utils, tasks
+from tx_jax.inference import decode, restore
 
 FLAGS = flags.FLAGS
 
@@ -26,7 +26,7 @@ def define_flags():
 def translate_lines(workdir, lines, *, step=None, beam_size=None, batch_size: int = 64, use_ema: bool = True):
   """Translations of `lines` (a list of strings) by the checkpoint in `workdir` (or the ensemble of a list of them)."""
   workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
-  config, graphdef, params, processor = experiment.restore_ensemble(workdirs, step, use_ema)
+  config, graphdef, params, processor = restore.restore_ensemble(workdirs, step, use_ema)
   if not tasks.is_translation(config):
     raise errors.ConfigError(f"{workdirs[0]} holds a config.task={config.task!r} model; tx_jax.translate needs a "
                              "translation model (use tx_jax.generate for language models).")
@@ -54,6 +54,7 @@ def read_lines(stream) -> list:
 
 
 def main(argv):
+  """Translates stdin line by line with --workdir's model (or an ensemble) to stdout."""
   del argv
   logging_utils.quiet_library_logs()
   if not FLAGS.workdir:

@@ -8,7 +8,8 @@ import os
 
 from absl import app, flags
 
-from tx_jax import attention_maps, attention_plots, command_line, errors, logging_utils, tasks
+from tx_jax import command_line, errors, logging_utils, tasks
+from tx_jax.inference import attention_maps, attention_plots, restore
 from tx_jax.training import experiment
 
 FLAGS = flags.FLAGS
@@ -35,7 +36,7 @@ def render(workdir: str, text: str, out: str, *, step=None, target=None, kind=No
   if kind not in kinds + ("all",):
     raise errors.UserError(f"--kind={kind} is not one of {kinds + ('all',)} (the kinds of a "
                            f"{tasks.get(config).family} model).")
-  config, graphdef, params, processor = experiment.restore_for_inference(workdir, step, use_ema)
+  config, graphdef, params, processor = restore.restore_for_inference(workdir, step, use_ema)
   maps = attention_maps.attention_weights(graphdef, params, config, processor, text, target)
   root, ext = os.path.splitext(out)
   paths = []
@@ -48,6 +49,7 @@ def render(workdir: str, text: str, out: str, *, step=None, target=None, kind=No
 
 
 def main(argv):
+  """Writes attention heatmaps of --text under --workdir's model to --out."""
   del argv
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None or FLAGS.text is None or FLAGS.out is None:

@@ -1,1 +1,1 @@
-"""Inference-side utilities: scoring translations and comparing systems."""
+"""Inference: parameter-only restore, decoding, attention maps, and scoring translations."""

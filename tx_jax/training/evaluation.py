@@ -7,9 +7,9 @@ import numpy as np
 
 from jax.experimental import multihost_utils
 
-from tx_jax import decode, parallel
+from tx_jax import parallel
 from tx_jax.data import tokenizer as tokenizer_lib
-from tx_jax.inference import scores
+from tx_jax.inference import decode, scores
 from tx_jax.training import metrics
 
 

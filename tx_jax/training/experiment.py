@@ -10,8 +10,6 @@ from absl import logging
 from tx_jax import compilation_cache, errors, parallel, tasks
 from tx_jax.models import config as model_config
 from tx_jax.models import registry
-from tx_jax.training import checkpoint
-from tx_jax.training import ema
 from tx_jax.training import pmap_step
 from tx_jax.training import schedules
 from tx_jax.training import step as step_lib
@@ -105,49 +103,3 @@ def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections
     logging.warning("Evaluating with the run's own %s from %s/config.json; override a field explicitly with "
                     "--config.<field>=... to change it.", ", ".join(ignored), workdir)
   return config
-
-
-def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool = True):
-  """(config, graphdef, params, tokenizer) of a trained workdir, on this process's devices.
-
-  The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, else the raw
-  ones, read alone: no optimizer is built and no Adam moment read (the EMA lives in the optimizer
-  state, so only an EMA restore reads that).
-  """
-  config = workdir_config(workdir)
-  compilation_cache.enable(config)
-  mesh = parallel.make_mesh((-1, 1, 1))
-  tokenizer = tasks.get(config).tokenizer(config)
-  if use_ema and config.get("ema_decay", 0.0) > 0:
-    graphdef, abstract, _, _ = build(config, mesh, abstract_only=True)
-    state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
-    return config, graphdef, ema.inference_params(state, use_ema), tokenizer
-  graphdef, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(config, rngs), config.get("seed", 0),
-                                                mesh)
-  params, _ = checkpoint.restore_params(workdir, abstract, step)
-  return config, graphdef, params, tokenizer
-
-
-def restore_ensemble(workdirs, step: int | None = None, use_ema: bool = True):
-  """(config of the first, graphdefs, params, tokenizer) of one or more workdirs sharing a vocabulary.
-
-  One workdir gives a plain (graphdef, params); several give tuples, which tx_jax.decode decodes
-  as an ensemble. `step` applies to a single workdir only (an ensemble uses each run's newest).
-  Workdirs whose vocabularies differ stop with one message naming them.
-  """
-  workdirs = list(workdirs)
-  if len(workdirs) == 1:
-    return restore_for_inference(workdirs[0], step, use_ema)
-  if step is not None:
-    raise errors.ConfigError("--step picks a checkpoint of one workdir; an ensemble uses each workdir's newest "
-                             "(average or copy checkpoints into workdirs of their own to ensemble others).")
-  members = [restore_for_inference(w, None, use_ema) for w in workdirs]
-  first_config, first_vocab = members[0][0], members[0][3].fingerprint()
-  for w, (config, _, _, processor) in zip(workdirs[1:], members[1:]):
-    if processor.fingerprint() != first_vocab:
-      raise errors.ConfigError(f"{w} uses another vocabulary than {workdirs[0]} ({config.vocab_path} against "
-                               f"{first_config.vocab_path}); an ensemble's models must share one.")
-    if tasks.get(config).family != tasks.get(first_config).family:
-      raise errors.ConfigError(f"{w} holds a {tasks.get(config).family} model and {workdirs[0]} a "
-                               f"{tasks.get(first_config).family} one; an ensemble needs one kind.")
-  return first_config, tuple(m[1] for m in members), tuple(m[2] for m in members), members[0][3]

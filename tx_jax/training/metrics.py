@@ -45,7 +45,7 @@ class MetricWriter:
       self.writer.add_text(tag, text, step)
 
   def image(self, step: int, tag: str, array: np.ndarray):
-    """Writes an RGB image, uint8 [height, width, 3] (e.g. tx_jax.attention_plots.attention_image)."""
+    """Writes an RGB image, uint8 [height, width, 3] (e.g. tx_jax.inference.attention_plots.attention_image)."""
     if self.writer:
       self.writer.add_image(tag, array, step, dataformats="HWC")
 

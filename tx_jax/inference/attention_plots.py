@@ -7,7 +7,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tx_jax import attention_maps
+from tx_jax.inference import attention_maps
 
 DPI = 100
 # kind -> (title, what a query row is, what a key column is)

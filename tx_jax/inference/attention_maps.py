@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tx_jax import decode, errors, tasks
+from tx_jax import errors, tasks
 from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.inference import decode
 
 # The attention each model family has: kind -> (stack attribute, attention attribute in each Block).
 KINDS = {
