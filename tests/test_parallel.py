@@ -59,7 +59,9 @@ import jax, numpy as np
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/tests")
 from conftest import make_tiny_config
 from tx_jax import errors, parallel, tasks
-from tx_jax.training import experiment
+from tx_jax.models import registry
+from tx_jax.training import experiment, schedules
+from tx_jax.training import step as step_lib
 
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0,
                           learning_rate=0.003, warmup_steps=0)
@@ -102,6 +104,16 @@ for name, (shape, overrides) in runs.items():
                        and "kernel" in jax.tree_util.keystr(p) and "encoder" in jax.tree_util.keystr(p)]
     out["mlp_kernel"] = {{"global": list(kernel.shape), "shard": list(kernel.sharding.shard_shape(kernel.shape)),
                          "spec": list(kernel.sharding.spec), "shards": len(kernel.addressable_shards)}}
+for shape in [(2, 2, 2), (1, 4, 2)]:  # the initial state is created in the shardings it declares
+  mesh = parallel.make_mesh(shape)
+  _, state, _, _ = experiment.build(config, mesh)
+  _, _, declared = step_lib.create_train_state(
+    lambda rngs: registry.build_model(config, rngs), schedules.make_optimizer(config, schedules.make_schedule(config)),
+    config.seed, mesh, abstract_only=True)
+  pairs = list(zip(jax.tree.leaves(state), jax.tree.leaves(declared), strict=True))
+  out["init_as_declared"] = out.get("init_as_declared", []) + [
+    [len(pairs), sum(x.sharding.is_equivalent_to(s, x.ndim) for x, s in pairs),
+     sum(len(s.spec) > 0 and any(a is not None for a in s.spec) for _, s in pairs)]]
 try:
   pmap_config = config.copy_and_resolve_references()
   pmap_config.parallelism = "pmap"
@@ -135,6 +147,12 @@ def test_parameters_are_split_over_fsdp_and_tensor(eight_device_runs):
   kernel = eight_device_runs["mlp_kernel"]  # encoder feed-forward wi: (embed -> fsdp, mlp -> tensor)
   assert kernel["global"] == [32, 64] and kernel["shard"] == [16, 32] and kernel["shards"] == 8
   assert kernel["spec"] == ["fsdp", "tensor"]
+
+
+def test_initial_state_is_created_in_its_declared_shardings(eight_device_runs):
+  for leaves, as_declared, split in eight_device_runs["init_as_declared"]:  # meshes 2x2x2 and 1x4x2
+    assert as_declared == leaves  # every parameter, moment, step and key where create_train_state says
+    assert split > 0  # and some of them really are split over the mesh
 
 
 @pytest.mark.parametrize("run", ["2x2x2_accum2", "2x2x2_accum4", "pmap_accum2"])
