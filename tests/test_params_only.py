@@ -6,6 +6,7 @@ import shutil
 
 import grain.checkpoint
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from conftest import make_tiny_config
 from tx_jax import errors, evaluate, parallel, train, translate
 from tx_jax.interop import workdir as workdir_lib
-from tx_jax.training import checkpoint, experiment
+from tx_jax.training import checkpoint, ema, experiment
 
 
 def test_parameter_only_restore_equals_the_full_one_and_needs_no_optimizer_state(small_corpus_dir, vocab_dir,
@@ -109,4 +110,39 @@ def test_checkpoints_of_the_old_one_item_layout_keep_restoring_and_resume_like_n
   assert _items(old, 6) == {"params", "opt_state", "progress", "loop", "data"}
   for x, y in zip(jax.tree.leaves(checkpoint.restore_params(old, abstract.params)[0]),
                   jax.tree.leaves(checkpoint.restore_params(new, abstract.params)[0])):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_the_ema_is_read_alone_out_of_the_optimizer_state(small_corpus_dir, vocab_dir, tmp_path):
+  config = make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=3, ema_decay=0.9)
+  run, damaged, old = (str(tmp_path / name) for name in ("run", "damaged", "old"))
+  train.train_and_evaluate(config, run)
+  _, abstract, _, _ = experiment.build(config, parallel.make_mesh(config.mesh_shape), abstract_only=True)
+  full, _ = checkpoint.restore(checkpoint.make_manager(run, read_only=True), abstract)
+  expected = ema.find(full.opt_state).ema
+  averaged, step = checkpoint.restore_ema(run, abstract)
+  assert step == 3
+  for x, y in zip(jax.tree.leaves(averaged), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_array_equal(x, y)
+  assert any(not np.array_equal(x, p) for x, p in zip(jax.tree.leaves(averaged), jax.tree.leaves(full.params)))
+
+  # Adam's moments (and the average's count) set to NaN: the full restore refuses the checkpoint, the
+  # EMA restore never reads them.
+  os.makedirs(damaged)
+  shutil.copyfile(os.path.join(run, "config.json"), os.path.join(damaged, "config.json"))
+  poisoned = jax.tree.map(
+    lambda x: x if isinstance(x, ema.EmaState) else x * np.nan if jnp.issubdtype(x.dtype, jnp.floating) else x,
+    full.opt_state, is_leaf=lambda x: isinstance(x, ema.EmaState))
+  manager = checkpoint.make_manager(damaged)
+  checkpoint.save(manager, 3, full.replace(opt_state=poisoned))
+  manager.wait_until_finished()
+  manager.close()
+  with pytest.raises(errors.CheckpointError, match="non-finite"):
+    checkpoint.restore(checkpoint.make_manager(damaged, read_only=True), abstract, 3)
+  for x, y in zip(jax.tree.leaves(checkpoint.restore_ema(damaged, abstract)[0]), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(x, y)
+
+  # A checkpoint of the old one-item layout gives the same average.
+  _rewrite_in_old_layout(run, old, config, 3)
+  for x, y in zip(jax.tree.leaves(checkpoint.restore_ema(old, abstract)[0]), jax.tree.leaves(expected)):
     np.testing.assert_array_equal(x, y)

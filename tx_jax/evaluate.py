@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
 from tx_jax.inference import restore
-from tx_jax.training import averaging, best, checkpoint, ema, evaluation, experiment, metrics
+from tx_jax.training import averaging, best, checkpoint, evaluation, experiment, metrics
 
 FLAGS = flags.FLAGS
 
@@ -64,9 +64,8 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
       raise errors.ConfigError("--step and --average_last exclude each other (an average is of the newest steps).")
     averaged = averaging.last_steps(manager, average_last)
     params, step = averaging.average_params(workdir, abstract_state.params, averaged), averaged[-1]  # raw params
-  elif use_ema and config.get("ema_decay", 0.0) > 0:  # the average lives in the optimizer state
-    state, _ = checkpoint.restore(manager, abstract_state, step)
-    params, step = ema.inference_params(state), int(jax.device_get(state.step))
+  elif use_ema and config.get("ema_decay", 0.0) > 0:  # the average alone, out of the optimizer-state item
+    params, step = checkpoint.restore_ema(workdir, abstract_state, step)
   else:  # the parameters alone: no Adam moment is read
     params, step = checkpoint.restore_params(workdir, abstract_state.params, step)
   with_ema = not average_last and use_ema and config.get("ema_decay", 0.0) > 0

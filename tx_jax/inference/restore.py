@@ -3,7 +3,6 @@
 from tx_jax import compilation_cache, errors, parallel, tasks
 from tx_jax.models import registry
 from tx_jax.training import checkpoint
-from tx_jax.training import ema
 from tx_jax.training import experiment
 from tx_jax.training import step as step_lib
 
@@ -12,17 +11,17 @@ def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool =
   """(config, graphdef, params, tokenizer) of a trained workdir, on this process's devices.
 
   The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, else the raw
-  ones, read alone: no optimizer is built and no Adam moment read (the EMA lives in the optimizer
-  state, so only an EMA restore reads that).
+  ones, read alone: no optimizer state is made and no Adam moment read (the EMA lives in the
+  optimizer-state item, and an EMA restore reads just that sub-tree of it).
   """
   config = experiment.workdir_config(workdir)
   compilation_cache.enable(config)
   mesh = parallel.make_mesh((-1, 1, 1))
   tokenizer = tasks.get(config).tokenizer(config)
   if use_ema and config.get("ema_decay", 0.0) > 0:
-    graphdef, abstract, _, _ = experiment.build(config, mesh, abstract_only=True)
-    state, _ = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract, step)
-    return config, graphdef, ema.inference_params(state, use_ema), tokenizer
+    graphdef, abstract, _, _ = experiment.build(config, mesh, abstract_only=True)  # structure only: no state made
+    averaged, _ = checkpoint.restore_ema(workdir, abstract, step)
+    return config, graphdef, averaged, tokenizer
   graphdef, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(config, rngs), config.get("seed", 0),
                                                 mesh)
   params, _ = checkpoint.restore_params(workdir, abstract, step)

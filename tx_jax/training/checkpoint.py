@@ -2,7 +2,8 @@
 
 Each step is a directory of separate Orbax items, so a reader takes only what it needs:
   params/     the model's parameters (all that evaluation, decoding, init_from and export read)
-  opt_state/  the optimizer state (Adam moments, the EMA); absent in imported models' workdirs
+  opt_state/  the optimizer state (Adam moments, the EMA, which inference reads alone); absent in imported
+              models' workdirs
   progress/   the train state's step and dropout RNG key data
   loop/       the training loop's own state (JSON: best metric, early stopping, time budget)
   data/       the data position (below)
@@ -30,6 +31,7 @@ from jax.experimental import multihost_utils
 from absl import logging
 
 from tx_jax import errors
+from tx_jax.training import ema
 
 
 PARAMS_ITEM, OPT_STATE_ITEM, PROGRESS_ITEM = "params", "opt_state", "progress"
@@ -286,6 +288,42 @@ def restore_params(workdir: str, abstract_params=None, step: int | None = None):
     _check_finite(manager, candidate, params)
     logging.info("Restored the parameters of checkpoint step %d from %s", candidate, manager.directory)
     return params, candidate
+
+  return _newest_readable(manager, step, read)
+
+
+def restore_ema(workdir: str, abstract_state, step: int | None = None):
+  """(the parameters' EMA, step) of a checkpoint, read alone from its optimizer state: no Adam moment is read.
+
+  `abstract_state` is the run's TrainState as jax.ShapeDtypeStructs with shardings; only its
+  opt_state's ema.EmaState is restored (every other leaf is an Orbax PLACEHOLDER, which Orbax skips).
+  Checkpoints of the old one-item layout keep their EMA inside that item and are read whole.
+  """
+  manager = make_manager(workdir, read_only=True)
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+  ema_only = jax.tree.map(  # the optimizer state's tree, every leaf skipped but the average's own
+    lambda x: ema.EmaState(count=ocp.PLACEHOLDER, ema=x.ema) if isinstance(x, ema.EmaState) else ocp.PLACEHOLDER,
+    target.opt_state, is_leaf=lambda x: isinstance(x, ema.EmaState))
+
+  def read(candidate):
+    if _has_item(manager, candidate, LEGACY_STATE_ITEM):
+      state, _ = _restore_step(manager, target, candidate)
+      return ema.find(state.opt_state).ema, candidate
+    try:
+      reader = make_manager(workdir, read_only=True)  # a fresh manager: Orbax binds an item name to one handler
+      restore_args = jax.tree.map(
+        lambda x: x if x is ocp.PLACEHOLDER else ocp.ArrayRestoreArgs(sharding=x.sharding), ema_only)
+      restored = reader.restore(candidate, args=ocp.args.Composite(**{OPT_STATE_ITEM: ocp.args.PyTreeRestore(
+        item=ema_only, restore_args=restore_args)}))[OPT_STATE_ITEM]
+      averaged = ema.find(restored).ema
+    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types)
+      raise errors.CheckpointError(
+        f"the parameters' average at step {candidate} in {manager.directory} does not fit this config's model or "
+        f"is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check the workdir's config.json, "
+        "pick another --step, or pass --use_ema=false for the raw parameters.") from None
+    _check_finite(manager, candidate, averaged)
+    logging.info("Restored the parameters' EMA of checkpoint step %d from %s", candidate, manager.directory)
+    return averaged, candidate
 
   return _newest_readable(manager, step, read)
 
