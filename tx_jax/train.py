@@ -20,8 +20,8 @@ from tx_jax import command_line, configuration, errors, logging_utils, parallel,
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
-from tx_jax.training import best, budget, checkpoint, divergence, ema, evaluation, experiment, init_from, metrics, perf
-from tx_jax.training import preemption, profiling, workdir_lock
+from tx_jax.training import best, budget, checkpoint, divergence, ema, evaluation, experiment, init_from, loop, metrics
+from tx_jax.training import perf, preemption, profiling, workdir_lock
 
 FLAGS = flags.FLAGS
 
@@ -88,9 +88,9 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     state = state.replace(params=init_from.load_matching_params(config.init_from, state.params))
   first_step = int(jax.device_get(state.step))
   last_saved = first_step if manager.all_steps() else None
-  loop = (checkpoint.loop_state(manager, first_step) if last_saved is not None else None) or {}
-  tracker = best.Tracker.from_config(config, loop.get("best")) if config.best_metric else None
-  clock = budget.TrainClock.from_state(loop.get("clock"))
+  saved_loop = (checkpoint.loop_state(manager, first_step) if last_saved is not None else None) or {}
+  tracker = best.Tracker.from_config(config, saved_loop.get("best")) if config.best_metric else None
+  clock = budget.TrainClock.from_state(saved_loop.get("clock"))
   if tracker and tracker.should_stop():
     logging.warning("This run stopped early at step %d (%s has not improved on %.4f of step %s for %d evaluations); "
                     "raise --config.early_stopping_patience to train on.", first_step, tracker.metric,
@@ -120,19 +120,75 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   logging.info("Training steps %d..%d in %s", first_step, config.num_train_steps, workdir)
 
   peak_flops = None  # per device, for perf/mfu: known after the first step (on CPU it is measured, ~2 s)
-  sums, tokens, flops, window_start, compile_seconds, summary = {}, 0, 0.0, time.time(), None, {}
+  window, compile_seconds, summary = loop.Window(), None, {}
   train_start, train_start_step = time.time(), first_step
-  data_wait, step_times = 0.0, []  # host time waiting for batches; wall time of each step in the window
   batch_log = open(os.path.join(workdir, f"batches_process{jax.process_index()}.jsonl"), "a", buffering=1) \
     if config.get("log_batches", False) else None
   profiler = profiling.StepProfiler(config.get("profile_steps"), workdir)
+
+  def save(step: int, **kwargs):
+    """Starts saving the state, the data position and the loop state at `step`."""
+    nonlocal last_saved
+    checkpoint.save(manager, step, state, train_iter, loop=loop_item(), **kwargs)
+    last_saved = step
+    window.restart_clock()  # saving is not training throughput
+
+  def log_window(step: int):
+    """Writes the window's means and rates to TensorBoard and one log line, then starts a new window."""
+    if not window.sums:  # only the compiling step so far: it counts for neither throughput nor the means
+      return
+    window_summary = window.summary(jax.device_count(), peak_flops)
+    writer.scalars(step, window_summary)
+    summary.update(window_summary)
+    rate = (step - train_start_step) / max(time.time() - train_start, 1e-9)
+    eta = (config.num_train_steps - step) / max(rate, 1e-9)
+    logging.info("step %d: loss %.4f  accuracy %.3f  lr %.2e  grad_norm %.2f  %.0f tokens/s  data wait %.1f ms/step"
+                 "  step median %.1f ms, max %.1f ms  ETA %dm%02ds", step, summary["train/loss"],
+                 summary["train/accuracy"], summary["train/learning_rate"], summary["train/grad_norm"],
+                 summary["perf/tokens_per_sec"], 1e3 * summary["perf/data_wait_seconds"],
+                 1e3 * float(np.median(window.step_times)), 1e3 * max(window.step_times), eta // 60, eta % 60)
+    window.reset()
+
+  def evaluate_and_keep_best(step: int):
+    """Validation loss metrics (and BLEU/chrF/TER for translation) to TensorBoard; with keep-best, a ranked save."""
+    params = ema.inference_params(state)  # the EMA when the run keeps one: what evaluate and decoding use
+    eval_summary = evaluation.loss_metrics(eval_fn, params, task, tokenizer, "validation", config, mesh)
+    pairs = task.pairs(config, "validation", config.num_predict_sentences) if tasks.is_translation(config) else []
+    if pairs:
+      scores, hyps = evaluation.translation_scores(graphdef, params, tokenizer, pairs, config, mesh)
+      eval_summary.update({f"eval/{m.lower()}": scores[m]["score"] for m in scores})  # eval/bleu, chrf, ter
+      writer.text(step, "eval/translations", "\n\n".join(
+        f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
+    if config.get("attention_images", False):  # the first validation text's attention, as a picture
+      from tx_jax.inference import attention_plots  # pylint: disable=import-outside-toplevel  (matplotlib: ~1 s to import)
+      first = task.records(config, "validation")[0]
+      writer.image(step, "eval/attention", attention_plots.attention_image(
+        graphdef, params, config, tokenizer, first.get("source", first.get("text"))))
+    writer.scalars(step, eval_summary)
+    writer.flush()
+    logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})
+    summary.update(eval_summary)
+    if tracker:
+      if tracker.update(step, eval_summary):
+        logging.info("New best %s %.4f at step %d", tracker.metric, tracker.best_value, step)
+      writer.scalars(step, {"eval/best_" + tracker.metric.split("/", 1)[1]: tracker.best_value})
+      # An evaluated step is always saved, carrying its metric, so keep-best can rank (and keep) it.
+      save(step, metrics={tracker.metric: eval_summary[tracker.metric]})
+    window.restart_clock()  # evaluation is not training throughput
+
+  def save_unless_saved(step: int):
+    """Saves at `step` unless the evaluation hook just did."""
+    if last_saved != step:
+      save(step)
+
+  hooks = [loop.Hook(config.log_every_steps, log_window), loop.Hook(config.eval_every_steps, evaluate_and_keep_best),
+           loop.Hook(config.checkpoint_every_steps, save_unless_saved)]
   try:
     for step in range(first_step + 1, config.num_train_steps + 1):
       step_start = time.time()
       local = next(train_iter)
-      data_wait += time.time() - step_start
-      tokens += pipeline.count_tokens(local) * jax.process_count()
-      flops += perf.train_flops(config, local) * jax.process_count()  # processes read equal shares
+      window.add_batch(pipeline.count_tokens(local) * jax.process_count(),  # processes read equal shares
+                       perf.train_flops(config, local) * jax.process_count(), time.time() - step_start)
       t = time.time()
       profiler.before(step)
       state, step_sums = train_fn(state, parallel.global_batch(local, mesh))
@@ -145,69 +201,18 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
       if batch_log:  # what this process fed each step, to compare runs token for token, and the clock after it
         batch_log.write(json.dumps({"step": step, "sha1": pipeline.fingerprint(local),
                                     "train_seconds": round(clock.train_seconds, 6)}) + "\n")
-      if compile_seconds is None:
+      if compile_seconds is None:  # the compiling step counts for neither throughput nor the logged means
         jax.block_until_ready(state.step)
         compile_seconds = time.time() - t
         logging.info("First step (compile + run) took %.1fs", compile_seconds)
         writer.scalars(step, {"perf/compile_seconds": compile_seconds})
         peak_flops, peak_source = perf.peak_flops_per_device()  # after the first step: it need not delay it
         perf.log_peak(peak_flops, peak_source)
-        window_start, tokens, flops, train_start, train_start_step = time.time(), 0, 0.0, time.time(), step
-      else:  # the compiling step counts for neither throughput nor the logged means
-        sums = {k: sums.get(k, 0.0) + np.asarray(v, np.float64) for k, v in step_sums.items()}
-        sums["learning_rate"] = float(step_sums["learning_rate"])
-        step_times.append(time.time() - step_start)
-      if sums and (step % config.log_every_steps == 0 or final):
-        elapsed = time.time() - window_start
-        summary = metrics.summarize(sums, "train")
-        summary["perf/tokens_per_sec"] = tokens / elapsed
-        summary["perf/steps_per_sec"] = sums["steps"] / elapsed
-        summary["perf/step_seconds"] = elapsed / sums["steps"]
-        summary["perf/tokens_per_sec_per_device"] = tokens / elapsed / jax.device_count()
-        summary["perf/data_wait_seconds"] = data_wait / sums["steps"]  # per step: the host's share of a step
-        summary["perf/max_step_seconds"] = max(step_times)
-        if peak_flops:  # model FLOP/s over the peak of all devices
-          summary["perf/mfu"] = flops / elapsed / (peak_flops * jax.device_count())
-        writer.scalars(step, summary)
-        rate = (step - train_start_step) / max(time.time() - train_start, 1e-9)
-        eta = (config.num_train_steps - step) / max(rate, 1e-9)
-        logging.info("step %d: loss %.4f  accuracy %.3f  lr %.2e  grad_norm %.2f  %.0f tokens/s  data wait %.1f ms/step"
-                     "  step median %.1f ms, max %.1f ms  ETA %dm%02ds", step, summary["train/loss"],
-                     summary["train/accuracy"], summary["train/learning_rate"], summary["train/grad_norm"],
-                     summary["perf/tokens_per_sec"], 1e3 * summary["perf/data_wait_seconds"],
-                     1e3 * float(np.median(step_times)), 1e3 * max(step_times), eta // 60, eta % 60)
-        sums, tokens, flops, window_start, data_wait, step_times = {}, 0, 0.0, time.time(), 0.0, []
-      if step % config.eval_every_steps == 0 or final:
-        params = ema.inference_params(state)  # the EMA when the run keeps one: what evaluate and decoding use
-        eval_summary = evaluation.loss_metrics(eval_fn, params, task, tokenizer, "validation", config, mesh)
-        pairs = task.pairs(config, "validation", config.num_predict_sentences) if tasks.is_translation(config) else []
-        if pairs:
-          scores, hyps = evaluation.translation_scores(graphdef, params, tokenizer, pairs, config, mesh)
-          eval_summary.update({f"eval/{m.lower()}": scores[m]["score"] for m in scores})  # eval/bleu, chrf, ter
-          writer.text(step, "eval/translations", "\n\n".join(
-            f"{p[0]}  \n→ {h}  \n(ref: {p[1]})" for p, h in list(zip(pairs, hyps))[:5]))
-        if config.get("attention_images", False):  # the first validation text's attention, as a picture
-          from tx_jax.inference import attention_plots  # pylint: disable=import-outside-toplevel  (matplotlib: ~1 s to import)
-          first = task.records(config, "validation")[0]
-          writer.image(step, "eval/attention", attention_plots.attention_image(
-            graphdef, params, config, tokenizer, first.get("source", first.get("text"))))
-        writer.scalars(step, eval_summary)
-        writer.flush()
-        logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})
-        summary.update(eval_summary)
-        if tracker:
-          if tracker.update(step, eval_summary):
-            logging.info("New best %s %.4f at step %d", tracker.metric, tracker.best_value, step)
-          writer.scalars(step, {"eval/best_" + tracker.metric.split("/", 1)[1]: tracker.best_value})
-          # An evaluated step is always saved, carrying its metric, so keep-best can rank (and keep) it.
-          checkpoint.save(manager, step, state, train_iter, loop=loop_item(),
-                          metrics={tracker.metric: eval_summary[tracker.metric]})
-          last_saved = step
-        window_start = time.time()  # evaluation time is not training throughput
-      if last_saved != step and (step % config.checkpoint_every_steps == 0 or final):
-        checkpoint.save(manager, step, state, train_iter, loop=loop_item())
-        last_saved = step
-        window_start = time.time()  # nor is saving
+        window.reset()
+        train_start, train_start_step = time.time(), step
+      else:
+        window.add_step(step_sums, time.time() - step_start)
+      loop.run_due(hooks, step, final)  # log line, evaluation (keep-best save), checkpoint
       if tracker and tracker.should_stop():
         logging.warning("Early stopping after step %d: %s has not improved on %.4f (step %d) for %d evaluations.",
                         step, tracker.metric, tracker.best_value, tracker.best_step, tracker.evals_since_best)
@@ -223,8 +228,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         summary.update(budget_summary, budget_reached_at_step=step)
         break
       if watch.should_stop():  # SIGTERM / SIGINT on any process: the same step everywhere
-        if last_saved != step:
-          checkpoint.save(manager, step, state, train_iter, loop=loop_item())
+        save_unless_saved(step)
         manager.wait_until_finished()
         logging.warning("Stopped by %s after step %d; its checkpoint is in %s. Run the same command to continue.",
                         watch.name, step, manager.directory)
