@@ -251,6 +251,19 @@ def _check_finite(manager: ocp.CheckpointManager, step: int, tree):
                                  "run); pick another --step.")
 
 
+def _checked_read(manager: ocp.CheckpointManager, candidate: int, what: str, read, fix: str):
+  """(read(), candidate), checked finite; an Orbax or TensorStore failure is one CheckpointError naming `what` and `fix`."""
+  try:
+    tree = read()
+  except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types)
+    raise errors.CheckpointError(
+      f"{what} at step {candidate} in {manager.directory} do not fit this config's model or are unreadable "
+      f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); {fix}") from None
+  _check_finite(manager, candidate, tree)
+  logging.info("Restored %s of checkpoint step %d from %s", what, candidate, manager.directory)
+  return tree, candidate
+
+
 def restore_params(workdir: str, abstract_params=None, step: int | None = None):
   """(params, step) of a checkpoint, reading the parameters alone (no optimizer state, no Adam moments).
 
@@ -263,31 +276,25 @@ def restore_params(workdir: str, abstract_params=None, step: int | None = None):
   target = None if abstract_params is None else jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_params)
 
+  def read_params(candidate):
+    # A fresh manager per read: Orbax binds an item name to one handler, and `restore` uses another.
+    reader = make_manager(workdir, read_only=True)
+    if not _has_item(manager, candidate, LEGACY_STATE_ITEM):
+      return reader.restore(candidate, args=ocp.args.Composite(
+        **{PARAMS_ITEM: ocp.args.StandardRestore(target)}))[PARAMS_ITEM]
+    if target is None:
+      return reader.restore(candidate, args=ocp.args.Composite(
+        **{LEGACY_STATE_ITEM: ocp.args.StandardRestore()}))[LEGACY_STATE_ITEM]["params"]
+    legacy = {"params": target}
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), legacy)
+    restored = reader.restore(candidate, args=ocp.args.Composite(**{LEGACY_STATE_ITEM: ocp.args.PyTreeRestore(
+      item=legacy, restore_args=restore_args, partial_restore=True)}))
+    return jax.tree.unflatten(jax.tree.structure(abstract_params),
+                              jax.tree.leaves(restored[LEGACY_STATE_ITEM]["params"]))
+
   def read(candidate):
-    try:
-      # A fresh manager per read: Orbax binds an item name to one handler, and `restore` uses another.
-      reader = make_manager(workdir, read_only=True)
-      if not _has_item(manager, candidate, LEGACY_STATE_ITEM):
-        params = reader.restore(candidate, args=ocp.args.Composite(
-          **{PARAMS_ITEM: ocp.args.StandardRestore(target)}))[PARAMS_ITEM]
-      elif target is None:
-        params = reader.restore(candidate, args=ocp.args.Composite(
-          **{LEGACY_STATE_ITEM: ocp.args.StandardRestore()}))[LEGACY_STATE_ITEM]["params"]
-      else:
-        legacy = {"params": target}
-        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), legacy)
-        restored = reader.restore(candidate, args=ocp.args.Composite(**{LEGACY_STATE_ITEM: ocp.args.PyTreeRestore(
-          item=legacy, restore_args=restore_args, partial_restore=True)}))
-        params = jax.tree.unflatten(jax.tree.structure(abstract_params),
-                                    jax.tree.leaves(restored[LEGACY_STATE_ITEM]["params"]))
-    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types)
-      raise errors.CheckpointError(
-        f"the parameters at step {candidate} in {manager.directory} do not fit this config's model or are "
-        f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check the workdir's config.json, or "
-        "pick another --step.") from None
-    _check_finite(manager, candidate, params)
-    logging.info("Restored the parameters of checkpoint step %d from %s", candidate, manager.directory)
-    return params, candidate
+    return _checked_read(manager, candidate, "the parameters", lambda: read_params(candidate),
+                         "check the workdir's config.json, or pick another --step.")
 
   return _newest_readable(manager, step, read)
 
@@ -305,25 +312,21 @@ def restore_ema(workdir: str, abstract_state, step: int | None = None):
     lambda x: ema.EmaState(count=ocp.PLACEHOLDER, ema=x.ema) if isinstance(x, ema.EmaState) else ocp.PLACEHOLDER,
     target.opt_state, is_leaf=lambda x: isinstance(x, ema.EmaState))
 
+  def read_ema(candidate):
+    reader = make_manager(workdir, read_only=True)  # a fresh manager: Orbax binds an item name to one handler
+    restore_args = jax.tree.map(lambda x: x if x is ocp.PLACEHOLDER else ocp.ArrayRestoreArgs(sharding=x.sharding),
+                                ema_only)
+    restored = reader.restore(candidate, args=ocp.args.Composite(**{OPT_STATE_ITEM: ocp.args.PyTreeRestore(
+      item=ema_only, restore_args=restore_args)}))[OPT_STATE_ITEM]
+    return ema.find(restored).ema
+
   def read(candidate):
     if _has_item(manager, candidate, LEGACY_STATE_ITEM):
       state, _ = _restore_step(manager, target, candidate)
       return ema.find(state.opt_state).ema, candidate
-    try:
-      reader = make_manager(workdir, read_only=True)  # a fresh manager: Orbax binds an item name to one handler
-      restore_args = jax.tree.map(
-        lambda x: x if x is ocp.PLACEHOLDER else ocp.ArrayRestoreArgs(sharding=x.sharding), ema_only)
-      restored = reader.restore(candidate, args=ocp.args.Composite(**{OPT_STATE_ITEM: ocp.args.PyTreeRestore(
-        item=ema_only, restore_args=restore_args)}))[OPT_STATE_ITEM]
-      averaged = ema.find(restored).ema
-    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise several types)
-      raise errors.CheckpointError(
-        f"the parameters' average at step {candidate} in {manager.directory} does not fit this config's model or "
-        f"is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:300]}); check the workdir's config.json, "
-        "pick another --step, or pass --use_ema=false for the raw parameters.") from None
-    _check_finite(manager, candidate, averaged)
-    logging.info("Restored the parameters' EMA of checkpoint step %d from %s", candidate, manager.directory)
-    return averaged, candidate
+    return _checked_read(manager, candidate, "the EMA parameters", lambda: read_ema(candidate),
+                         "check the workdir's config.json, pick another --step, or pass --use_ema=false for the raw "
+                         "parameters.")
 
   return _newest_readable(manager, step, read)
 
