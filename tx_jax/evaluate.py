@@ -17,6 +17,11 @@ import os
 import sys
 import time
 
+from tx_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first, before jax allocates anything (see tx_jax/host_memory.py)
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags

@@ -5,6 +5,11 @@ Greedy with --temperature=0; otherwise ancestral sampling with optional --top_k 
 
 import functools
 
+from tx_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first, before jax allocates anything (see tx_jax/host_memory.py)
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -11,6 +11,11 @@ import tempfile
 import threading
 import time
 
+from tx_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first, before jax allocates anything (see tx_jax/host_memory.py)
+
 import jax
 import numpy as np
 from absl import app, flags, logging
@@ -301,6 +306,7 @@ def main(argv):
   if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError("--config and --workdir are required, e.g. "
                          "python -m tx_jax.train --config=configs/default.py --workdir=/tmp/run")
+  logging.info("Host malloc: %s", host_memory.describe())
   disk_full = _DiskFullReport(os.path.abspath(os.path.expanduser(FLAGS.workdir)))
   disk_full.end_run_when_a_thread_dies_of_it()
   try:

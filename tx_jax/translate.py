@@ -5,6 +5,11 @@ Reads one sentence per line from stdin and writes one translation per line to st
 
 import sys
 
+from tx_jax import host_memory
+
+if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()  # first, before jax allocates anything (see tx_jax/host_memory.py)
+
 from absl import app, flags, logging
 
 from tx_jax import command_line, errors, logging_utils, tasks
