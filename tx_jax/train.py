@@ -86,6 +86,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
 
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh)
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
+  logging.info("Host malloc: %s", host_memory.describe())  # after the config's checks: their errors stay one line
   data_state = None
   if manager.all_steps():  # the newest readable checkpoint; unreadable newer ones are set aside, not deleted
     state, data_state = checkpoint.restore(manager, state, set_aside=True)
@@ -306,7 +307,6 @@ def main(argv):
   if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError("--config and --workdir are required, e.g. "
                          "python -m tx_jax.train --config=configs/default.py --workdir=/tmp/run")
-  logging.info("Host malloc: %s", host_memory.describe())
   disk_full = _DiskFullReport(os.path.abspath(os.path.expanduser(FLAGS.workdir)))
   disk_full.end_run_when_a_thread_dies_of_it()
   try:
