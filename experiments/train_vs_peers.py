@@ -305,9 +305,7 @@ def spawn(name: str, shape: str = "small", overrides: str = "") -> dict:
     argv.append(f"--flax_wmt_dir={_FLAX_WMT_DIR.value}")
   from tx_jax import host_memory  # noqa: PLC0415
   huge = _HUGE_PAGES.value == "all" or (_HUGE_PAGES.value == "tx_jax" and name == "tx_jax")
-  env = host_memory.environment_for_children() if huge else dict(os.environ)
-  if not huge and host_memory.TUNABLE in env.get("GLIBC_TUNABLES", ""):
-    env["GLIBC_TUNABLES"] = ":".join(t for t in env["GLIBC_TUNABLES"].split(":") if host_memory.TUNABLE not in t)
+  env = host_memory.environment_for_children() if huge else host_memory.without_huge_pages(os.environ)
   done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
   results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
   if done.returncode or not results:

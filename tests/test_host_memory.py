@@ -24,6 +24,16 @@ def test_the_tunable_is_added_beside_the_users_and_never_over_their_own_value():
   assert host_memory.with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) is None  # restarted already
 
 
+def test_taking_the_tunable_out_keeps_the_users_other_tunables():
+  assert host_memory.without_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "X": "y"}) == {"X": "y"}
+  assert host_memory.without_huge_pages(
+    {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1:glibc.malloc.top_pad=0"}) == {
+    "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.top_pad=0"}
+  assert host_memory.without_huge_pages({"X": "y"}) == {"X": "y"}
+  round_trip = host_memory.with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+  assert host_memory.without_huge_pages(round_trip) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+
+
 # Runs in a child: restarts itself with huge-page malloc, then reports its arguments, its tunables and
 # the minor page faults of 64 MB malloc'ed, written and freed 8 times (as XLA:CPU does with a step's buffers).
 _PROBE = textwrap.dedent("""
@@ -56,11 +66,11 @@ def _probe(tmp_path, environ):
 
 @needs_huge_pages
 def test_a_restarted_process_keeps_its_arguments_and_faults_in_far_fewer_pages(tmp_path):
-  environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  environ = host_memory.without_huge_pages(os.environ)  # whatever the test run itself was started with
   before, restarted = _probe(tmp_path, environ)
   assert before == ["started", "started"]  # re-executed exactly once
   assert restarted["argv"] == ["an argument", "--a=flag"]
-  assert restarted["tunables"] == "glibc.malloc.hugetlb=1"
+  assert restarted["tunables"] == host_memory.with_huge_pages(environ)["GLIBC_TUNABLES"]  # the user's others kept
   before, plain = _probe(tmp_path, dict(environ, GLIBC_TUNABLES="glibc.malloc.hugetlb=0"))  # the user's opt-out
   assert before == ["started"] and plain["tunables"] == "glibc.malloc.hugetlb=0"
   # glibc's default maps every 64 MB buffer afresh in 4 KB pages: 8 x 16,384 faults.
@@ -70,13 +80,14 @@ def test_a_restarted_process_keeps_its_arguments_and_faults_in_far_fewer_pages(t
 
 @needs_huge_pages
 def test_the_train_entry_point_runs_with_huge_page_malloc_and_says_so(tmp_path, small_corpus_dir, vocab_dir):
-  environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  environ = host_memory.without_huge_pages(os.environ)
   config_file = tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, num_train_steps=1, eval_every_steps=1000)
   done = subprocess.run([sys.executable, "-m", "tx_jax.train", f"--config={config_file}",
                          f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=environ, capture_output=True, text=True,
                         timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
-  assert "Host malloc: glibc with transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)" in done.stderr
+  tunables = host_memory.with_huge_pages(environ)["GLIBC_TUNABLES"]
+  assert f"Host malloc: glibc with transparent huge pages (GLIBC_TUNABLES={tunables})" in done.stderr
 
 
 def test_a_config_error_is_still_one_line_before_any_malloc_report(tmp_path):

@@ -48,11 +48,22 @@ def with_huge_pages(environ) -> dict | None:
   return dict(environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, TUNABLE + "=1"])))
 
 
+def without_huge_pages(environ) -> dict:
+  """`environ` with glibc.malloc.hugetlb taken out of GLIBC_TUNABLES (glibc's default malloc); other tunables kept."""
+  kept = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith(TUNABLE + "=")]
+  environ = {k: v for k, v in environ.items() if k != "GLIBC_TUNABLES"}
+  return dict(environ, GLIBC_TUNABLES=":".join(kept)) if kept else environ
+
+
+def _huge_page_environment(environ) -> dict | None:
+  """`environ` turned to huge-page malloc; None where that is unavailable or the tunable is named already."""
+  return with_huge_pages(environ) if huge_page_malloc_available() else None
+
+
 def environment_for_children(environ=None) -> dict:
   """The environment a child process should get to run with huge-page malloc (unchanged where unavailable)."""
   environ = dict(os.environ if environ is None else environ)
-  changed = with_huge_pages(environ) if huge_page_malloc_available() else None
-  return changed or environ
+  return _huge_page_environment(environ) or environ
 
 
 def restart_with_huge_pages() -> None:
@@ -62,9 +73,7 @@ def restart_with_huge_pages() -> None:
   only an interpreter start. It returns at once where the tunable is unavailable, already set, or
   the re-execution fails.
   """
-  if not huge_page_malloc_available():
-    return
-  environ = with_huge_pages(os.environ)
+  environ = _huge_page_environment(os.environ)
   if environ is None:
     return
   sys.stdout.flush()
