@@ -37,20 +37,32 @@ def huge_page_malloc_available() -> bool:
     return False
 
 
+def _split_tunables(environ) -> tuple[str | None, list]:
+  """(the value GLIBC_TUNABLES gives glibc.malloc.hugetlb or None, the other name=value tunables in order)."""
+  value, others = None, []
+  for tunable in environ.get("GLIBC_TUNABLES", "").split(":"):
+    if tunable.startswith(TUNABLE + "="):
+      value = tunable[len(TUNABLE) + 1:]
+    elif tunable:
+      others.append(tunable)
+  return value, others
+
+
 def with_huge_pages(environ) -> dict | None:
   """`environ` with glibc.malloc.hugetlb=1 added to GLIBC_TUNABLES; None if it names the tunable already.
 
   Other tunables the user set are kept, and a value of the user's own (0 to opt out) is never replaced.
   """
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  if TUNABLE + "=" in tunables:
+  value, _ = _split_tunables(environ)
+  if value is not None:
     return None
+  tunables = environ.get("GLIBC_TUNABLES", "")
   return dict(environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, TUNABLE + "=1"])))
 
 
 def without_huge_pages(environ) -> dict:
   """`environ` with glibc.malloc.hugetlb taken out of GLIBC_TUNABLES (glibc's default malloc); other tunables kept."""
-  kept = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith(TUNABLE + "=")]
+  _, kept = _split_tunables(environ)
   environ = {k: v for k, v in environ.items() if k != "GLIBC_TUNABLES"}
   return dict(environ, GLIBC_TUNABLES=":".join(kept)) if kept else environ
 
@@ -87,9 +99,10 @@ def restart_with_huge_pages() -> None:
 def describe() -> str:
   """How this process's malloc is set up, for the run's log."""
   tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if TUNABLE + "=1" in tunables:
+  value, _ = _split_tunables(os.environ)
+  if value == "1":
     return f"glibc with transparent huge pages (GLIBC_TUNABLES={tunables})"
-  if TUNABLE + "=" in tunables:
+  if value is not None:
     return f"glibc, huge pages as GLIBC_TUNABLES={tunables} sets them"
   if huge_page_malloc_available():
     return "glibc's default: this process was not started by restart_with_huge_pages (see tx_jax/host_memory.py)"
