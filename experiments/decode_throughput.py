@@ -99,7 +99,7 @@ def main(argv):
       print(f"  {label:18s} {tokens / seconds:8.0f} output tokens/s  ({seconds:.2f} s per batch, "
             f"{tokens} of {n_out} tokens before EOS)")
     rate = {k: tokens / seconds for k, (seconds, tokens) in results.items()}
-    if _WITHOUT_CACHE.value:
+    if "greedy, no cache" in rate:
       print(f"  KV cache speed-up over recomputing the prefix (greedy): "
             f"{rate['greedy'] / rate['greedy, no cache']:.1f}x")
 
