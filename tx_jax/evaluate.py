@@ -59,10 +59,11 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   task = tasks.get(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh(config.mesh_shape)
-  tokenizer = task.tokenizer(config, scoring=True)  # never trained here: a missing vocabulary is an error
-  graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
   manager = checkpoint.make_manager(workdir, read_only=True, best_metric=config.get("best_metric", ""),
                                     best_mode=best.mode(config) if config.get("best_metric") else "max")
+  checkpoint.require_step(manager)  # a workdir without checkpoints is the error to name, before its vocabulary
+  tokenizer = task.tokenizer(config, scoring=True)  # never trained here: a missing vocabulary is an error
+  graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
   step = checkpoint_step(manager, config, step)
   if average_last:
     if step is not None:

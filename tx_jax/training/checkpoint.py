@@ -147,17 +147,23 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   return _newest_readable(manager, step, lambda candidate: _restore_step(manager, target, candidate), on_unreadable)
 
 
+def require_step(manager: ocp.CheckpointManager, step: int | None = None) -> list:
+  """The manager's saved steps; CheckpointError naming the fix when there is none (or not `step`)."""
+  steps = sorted(manager.all_steps())
+  if step is not None and step not in steps or not steps:
+    raise errors.CheckpointError(
+      f"No checkpoint{'' if step is None else f' at step {step}'} in {manager.directory} "
+      f"(saved steps: {steps or 'none'}); train first with python -m tx_jax.train "
+      f"--workdir=... or pass a --step that exists.")
+  return steps
+
+
 def _newest_readable(manager: ocp.CheckpointManager, step: int | None, read, on_unreadable=None):
   """read(step) of exactly `step`, or without one of the newest step it does not raise CheckpointError for.
 
   Each unreadable step is logged (and handed to `on_unreadable`) before the one before it is tried.
   """
-  steps = sorted(manager.all_steps(), reverse=True)
-  if step is not None and step not in steps or not steps:
-    raise errors.CheckpointError(
-      f"No checkpoint{'' if step is None else f' at step {step}'} in {manager.directory} "
-      f"(saved steps: {sorted(steps) or 'none'}); train first with python -m tx_jax.train "
-      f"--workdir=... or pass a --step that exists.")
+  steps = sorted(require_step(manager, step), reverse=True)
   if step is not None:
     return read(step)
   first_error = None
