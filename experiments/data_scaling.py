@@ -78,7 +78,7 @@ def run_training(checkout: str, corpus: str, vocab: str, workdir: str, steps: in
   threading.Thread(target=sample, daemon=True).start()
   for line in proc.stderr:
     lines.append(line)
-    if first[0] is None and "First step (compile + run)" in line:
+    if first[0] is None and "First step took" in line:
       first[0] = time.time() - start
   proc.wait()
   if proc.returncode:

@@ -4,36 +4,57 @@ import dataclasses
 import json
 import os
 
+import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from tx_jax import compilation_cache, errors, parallel, tasks
 from tx_jax.models import config as model_config
 from tx_jax.models import registry
+from tx_jax.training import compile_ahead as compile_ahead_lib
 from tx_jax.training import pmap_step
 from tx_jax.training import schedules
 from tx_jax.training import step as step_lib
 
 
-def build(config, mesh, abstract_only=False):
+def build(config, mesh, abstract_only=False, compile_ahead=False):
   """Model, optimizer and compiled steps: returns (graphdef, state, train_fn, eval_fn).
 
   config.parallelism picks jit steps over `mesh` (step.compile_steps) or pmap steps over its
-  devices (pmap_step.compile_pmap_steps); both take (state, parallel.global_batch(...)).
+  devices (pmap_step.compile_pmap_steps); both take (state, parallel.global_batch(...)). With
+  `compile_ahead` (tx_jax.train), the jit train step compiles on a thread while init compiles
+  and runs, for the train batches' shapes (`abstract_train_batch`).
   """
   compilation_cache.enable(config)
   schedule = schedules.make_schedule(config)
   tx = schedules.make_optimizer(config, schedule)
-  graphdef, state, shardings = step_lib.create_train_state(
-    lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh, abstract_only,
+  graphdef, abstract, shardings, make_state = step_lib.plan_train_state(
+    lambda rngs: registry.build_model(config, rngs), tx, config.seed, mesh,
     prng_impl=config.get("prng_impl", "threefry2x32"))
-  step_args = dict(task=tasks.get(config), label_smoothing=config.label_smoothing,
+  task = tasks.get(config)
+  step_args = dict(task=task, label_smoothing=config.label_smoothing,
                    mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1))
-  if config.get("parallelism", "jit") == "pmap":  # replicated state: the same pytree and checkpoints as jit's
+  pmap = config.get("parallelism", "jit") == "pmap"
+  if pmap:  # replicated state: the same pytree and checkpoints as jit's
     train_fn, eval_fn = pmap_step.compile_pmap_steps(graphdef, tx, schedule, mesh, **step_args)
   else:
     train_fn, eval_fn = step_lib.compile_steps(graphdef, tx, schedule, shardings, mesh, **step_args)
+  if abstract_only:
+    return graphdef, abstract, train_fn, eval_fn
+  if not compile_ahead or pmap:
+    return graphdef, make_state(), train_fn, eval_fn
+  with compile_ahead_lib.compiling(train_fn, abstract, abstract_train_batch(config, task, mesh), name="train step"):
+    state = make_state()
   return graphdef, state, train_fn, eval_fn
+
+
+def abstract_train_batch(config, task, mesh) -> dict:
+  """A global train batch as jax.ShapeDtypeStructs: {feature: [global rows, ...]} of the task's rows, batch-sharded."""
+  rows = config.per_device_batch_size * jax.device_count()  # as tx_jax.train's global_rows
+  sharding = parallel.batch_sharding(mesh)
+  row = task.empty_row(config, config.max_target_length)  # the train rows' features, shapes and dtypes
+  return {k: jax.ShapeDtypeStruct((rows, *np.shape(v)), np.asarray(v).dtype, sharding=sharding) for k, v in row.items()}
 
 
 def workdir_config(workdir: str) -> ml_collections.ConfigDict:

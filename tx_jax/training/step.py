@@ -36,11 +36,13 @@ def abstract_params(make_model, seed: int, mesh):
   return graphdef, jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
 
 
-def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, mesh, abstract_only=False,
-                       prng_impl: str = "threefry2x32"):
-  """Initialises model and optimizer directly in their shardings; returns (graphdef, state, shardings).
+def plan_train_state(make_model, tx: optax.GradientTransformation, seed: int, mesh,
+                     prng_impl: str = "threefry2x32"):
+  """(graphdef, abstract state, shardings, make_state) from one trace of init; make_state() initialises the state.
 
-  With `abstract_only`, the state is jax.ShapeDtypeStructs carrying shardings (a restore target).
+  The abstract state is jax.ShapeDtypeStructs with the state's shardings and weak types: a restore
+  target, or what the train step can be compiled for before the state exists. make_state creates
+  model and optimizer directly in their shardings.
   """
   graphdefs = []  # the model's structure, taken while tracing init: one trace fewer than nnx.eval_shape first
 
@@ -50,14 +52,21 @@ def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, 
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=jax.random.key_data(jax.random.key(seed + 1, impl=prng_impl)))
 
-  abstract = jax.eval_shape(init)
-  graphdef = graphdefs[0]
-  shardings = _state_shardings(abstract, parallel.state_shardings(abstract.params, mesh), mesh)
-  if abstract_only:
-    return graphdef, jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  abstract, shardings), shardings
-  state = jax.jit(init, out_shardings=shardings)()
-  return graphdef, state, shardings
+  traced = jax.eval_shape(init)
+  shardings = _state_shardings(traced, parallel.state_shardings(traced.params, mesh), mesh)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s, weak_type=a.weak_type),
+                          traced, shardings)
+  return graphdefs[0], abstract, shardings, lambda: jax.jit(init, out_shardings=shardings)()  # jit reuses the trace
+
+
+def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, mesh, abstract_only=False,
+                       prng_impl: str = "threefry2x32"):
+  """Initialises model and optimizer directly in their shardings; returns (graphdef, state, shardings).
+
+  With `abstract_only`, the state is jax.ShapeDtypeStructs carrying shardings (a restore target).
+  """
+  graphdef, abstract, shardings, make_state = plan_train_state(make_model, tx, seed, mesh, prng_impl)
+  return graphdef, abstract if abstract_only else make_state(), shardings
 
 
 def _state_shardings(abstract_state: TrainState, param_shardings, mesh):
