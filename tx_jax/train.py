@@ -126,7 +126,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   logging.info("Training steps %d..%d in %s", first_step, config.num_train_steps, workdir)
 
   peak_flops = None  # per device, for perf/mfu: known after the first step (on CPU it is measured, ~2 s)
-  window, compile_seconds, summary = loop.Window(), None, {}
+  window, first_step_seconds, summary = loop.Window(), None, {}
   train_start, train_start_step = time.time(), first_step
   batch_log = open(os.path.join(workdir, f"batches_process{jax.process_index()}.jsonl"), "a", buffering=1) \
     if config.get("log_batches", False) else None
@@ -141,7 +141,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
 
   def log_window(step: int):
     """Writes the window's means and rates to TensorBoard and one log line, then starts a new window."""
-    if not window.sums:  # only the compiling step so far: it counts for neither throughput nor the means
+    if not window.sums:  # only the first step so far: it counts for neither throughput nor the means
       return
     window_summary = window.summary(jax.device_count(), peak_flops)
     writer.scalars(step, window_summary)
@@ -207,12 +207,12 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
       if batch_log:  # what this process fed each step, to compare runs token for token, and the clock after it
         batch_log.write(json.dumps({"step": step, "sha1": pipeline.fingerprint(local),
                                     "train_seconds": round(clock.train_seconds, 6)}) + "\n")
-      if compile_seconds is None:  # the compiling step counts for neither throughput nor the logged means
+      if first_step_seconds is None:  # the first step counts for neither throughput nor the logged means
         jax.block_until_ready(state.step)
-        compile_seconds = time.time() - t
+        first_step_seconds = time.time() - t
         logging.info("First step took %.1fs (its compilation included, unless it compiled during init)",
-                     compile_seconds)
-        writer.scalars(step, {"perf/compile_seconds": compile_seconds})
+                     first_step_seconds)
+        writer.scalars(step, {"perf/first_step_seconds": first_step_seconds})
         peak_flops, peak_source = perf.peak_flops_per_device()  # after the first step: it need not delay it
         perf.log_peak(peak_flops, peak_source)
         window.reset()
