@@ -3,17 +3,18 @@
 import logging
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config
 from tx_jax import parallel, train
-from tx_jax.training import experiment
+from tx_jax.training import compile_ahead, experiment
 
 
-def _train_step_compiles_at_first_call(config, caplog, compile_ahead: bool = True) -> list:
+def _train_step_compiles_at_first_call(config, caplog, ahead: bool = True) -> list:
   """The 'Compiling jit(train_step)' log lines of the first step after experiment.build(config, compile_ahead=...)."""
   mesh = parallel.make_mesh(config.mesh_shape)
-  _, state, train_fn, _ = experiment.build(config, mesh, compile_ahead=compile_ahead)
+  _, state, train_fn, _ = experiment.build(config, mesh, compile_ahead=ahead)
   batch = parallel.global_batch(first_train_batch(config, config.per_device_batch_size * jax.device_count()), mesh)
   caplog.clear()
   with jax.log_compiles(True), caplog.at_level(logging.WARNING):
@@ -37,21 +38,38 @@ def test_encoder_tasks_run_the_step_compiled_ahead(vocab_dir, caplog, task):
 
 def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog):
   # The checks above can fail: the same call logs its compile when nothing was compiled ahead.
-  assert len(_train_step_compiles_at_first_call(tiny_config, caplog, compile_ahead=False)) == 1
+  assert len(_train_step_compiles_at_first_call(tiny_config, caplog, ahead=False)) == 1
 
 
-def test_a_run_and_its_resumption_each_compile_the_train_step_once(tiny_config, tmp_path, caplog):
+def test_a_run_and_its_resumption_compile_the_train_step_once_each_and_a_finished_run_not_at_all(
+    tiny_config, tmp_path, caplog):
   tiny_config.num_predict_sentences = 0
   first_part = tiny_config.copy_and_resolve_references()
   first_part.num_train_steps = 3
   compiles = []
   jax.config.update("jax_log_compiles", True)  # process-wide: the compiling thread's log lines too
   try:
-    for config in (first_part, tiny_config):  # steps 1..3, then resumed from step 3's checkpoint (restored state)
+    # Steps 1..3; resumed from step 3's checkpoint (a restored state) to 6; run again with no step left.
+    for config in (first_part, tiny_config, tiny_config):
       caplog.clear()
       with caplog.at_level(logging.WARNING):
         train.train_and_evaluate(config, str(tmp_path / "run"))
       compiles.append(sum("Compiling jit(train_step)" in r.getMessage() for r in caplog.records))
   finally:
     jax.config.update("jax_log_compiles", False)
-  assert compiles == [1, 1]
+  assert compiles == [1, 1, 0]
+
+
+def test_an_ahead_compile_that_fails_leaves_its_error_to_the_real_call():
+  @jax.jit
+  def step(x):
+    if x.shape[0] != 3:
+      raise ValueError(f"rows {x.shape[0]}: this step takes 3")  # raised while tracing, as a shape error would be
+    return x * 2
+
+  ran = []
+  with compile_ahead.compiling(step, jax.ShapeDtypeStruct((2,), jnp.float32), name="step"):
+    ran.append(True)  # the block runs, and its end neither raises nor loses the thread's error for good
+  assert ran == [True]
+  with pytest.raises(ValueError, match="rows 2"):
+    step(jnp.ones(2))

@@ -84,7 +84,9 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   tokenizer = task.tokenizer(config, train=True)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
 
-  graphdef, state, train_fn, eval_fn = experiment.build(config, mesh, compile_ahead=True)
+  # The train step compiles beside init, unless the run has no step left to train (its newest checkpoint is the last).
+  steps_left = not resuming or manager.latest_step() < config.num_train_steps
+  graphdef, state, train_fn, eval_fn = experiment.build(config, mesh, compile_ahead=steps_left)
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
   logging.info("Host malloc: %s", host_memory.describe())  # after the config's checks: their errors stay one line
   data_state = None
