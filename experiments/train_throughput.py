@@ -34,7 +34,7 @@ def main(argv):
   config = _CONFIG.value
   configuration.validate(config)
   mesh = parallel.make_mesh(config.mesh_shape)
-  rows = config.per_device_batch_size * jax.device_count()
+  rows = parallel.global_rows(config)
   task = tasks.get(config)
   batches = task.train_batches(config, task.tokenizer(config, train=True), global_rows=rows)
   _, state, train_fn, _ = experiment.build(config, mesh)

@@ -15,7 +15,7 @@ def _train_step_compiles_at_first_call(config, caplog, ahead: bool = True) -> li
   """The 'Compiling jit(train_step)' log lines of the first step after experiment.build(config, compile_ahead=...)."""
   mesh = parallel.make_mesh(config.mesh_shape)
   _, state, train_fn, _ = experiment.build(config, mesh, compile_ahead=ahead)
-  batch = parallel.global_batch(first_train_batch(config, config.per_device_batch_size * jax.device_count()), mesh)
+  batch = parallel.global_batch(first_train_batch(config, parallel.global_rows(config)), mesh)
   caplog.clear()
   with jax.log_compiles(True), caplog.at_level(logging.WARNING):
     jax.block_until_ready(train_fn(state, batch))

@@ -96,6 +96,11 @@ def _fit(spec: P, mesh: Mesh) -> P:
   return P(*[None if a is None or mesh.shape[a] == 1 else a for a in spec])
 
 
+def global_rows(config) -> int:
+  """Rows of a global batch: config.per_device_batch_size on every device of every process."""
+  return config.per_device_batch_size * jax.device_count()
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Batches are split along their first dimension over the data and fsdp axes."""
   return NamedSharding(mesh, P(BATCH_AXES))

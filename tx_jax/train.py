@@ -79,7 +79,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   if resuming:
     experiment.check_resumable(config, workdir)  # another model would not fit the run's checkpoints
   mesh = parallel.make_mesh(config.mesh_shape)
-  global_rows = config.per_device_batch_size * jax.device_count()
+  global_rows = parallel.global_rows(config)
   task = tasks.get(config)
   tokenizer = task.tokenizer(config, train=True)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile

@@ -24,7 +24,7 @@ def loss_metrics(eval_fn, params, task, tokenizer, split: str, config, mesh, pre
   """
   totals = {}
   for batch, done in task.eval_batches(
-      config, tokenizer, split, global_rows=config.per_device_batch_size * jax.device_count(),
+      config, tokenizer, split, global_rows=parallel.global_rows(config),
       process_index=jax.process_index(), process_count=jax.process_count(),
       max_batches=config.num_eval_steps if max_batches is None else max_batches):
     if all_done(done):

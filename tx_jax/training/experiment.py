@@ -51,8 +51,7 @@ def build(config, mesh, abstract_only=False, compile_ahead=False):
 
 def abstract_train_batch(config, task, mesh) -> dict:
   """A global train batch as jax.ShapeDtypeStructs: {feature: [global rows, ...]} of the task's rows, batch-sharded."""
-  rows = config.per_device_batch_size * jax.device_count()  # as tx_jax.train's global_rows
-  sharding = parallel.batch_sharding(mesh)
+  rows, sharding = parallel.global_rows(config), parallel.batch_sharding(mesh)
   row = task.empty_row(config, config.max_target_length)  # the train rows' features, shapes and dtypes
   return {k: jax.ShapeDtypeStruct((rows, *np.shape(v)), np.asarray(v).dtype, sharding=sharding) for k, v in row.items()}
 
