@@ -107,9 +107,9 @@ for name, (shape, overrides) in runs.items():
 for shape in [(2, 2, 2), (1, 4, 2)]:  # the initial state is created in the shardings it declares
   mesh = parallel.make_mesh(shape)
   _, state, _, _ = experiment.build(config, mesh)
-  _, _, declared = step_lib.create_train_state(
+  _, _, declared, _ = step_lib.plan_train_state(
     lambda rngs: registry.build_model(config, rngs), schedules.make_optimizer(config, schedules.make_schedule(config)),
-    config.seed, mesh, abstract_only=True)
+    config.seed, mesh)
   pairs = list(zip(jax.tree.leaves(state), jax.tree.leaves(declared), strict=True))
   out["init_as_declared"] = out.get("init_as_declared", []) + [
     [len(pairs), sum(x.sharding.is_equivalent_to(s, x.ndim) for x, s in pairs),
@@ -151,7 +151,7 @@ def test_parameters_are_split_over_fsdp_and_tensor(eight_device_runs):
 
 def test_initial_state_is_created_in_its_declared_shardings(eight_device_runs):
   for leaves, as_declared, split in eight_device_runs["init_as_declared"]:  # meshes 2x2x2 and 1x4x2
-    assert as_declared == leaves  # every parameter, moment, step and key where create_train_state says
+    assert as_declared == leaves  # every parameter, moment, step and key where plan_train_state says
     assert split > 0  # and some of them really are split over the mesh
 
 

@@ -59,16 +59,6 @@ def plan_train_state(make_model, tx: optax.GradientTransformation, seed: int, me
   return graphdefs[0], abstract, shardings, lambda: jax.jit(init, out_shardings=shardings)()  # jit reuses the trace
 
 
-def create_train_state(make_model, tx: optax.GradientTransformation, seed: int, mesh, abstract_only=False,
-                       prng_impl: str = "threefry2x32"):
-  """Initialises model and optimizer directly in their shardings; returns (graphdef, state, shardings).
-
-  With `abstract_only`, the state is jax.ShapeDtypeStructs carrying shardings (a restore target).
-  """
-  graphdef, abstract, shardings, make_state = plan_train_state(make_model, tx, seed, mesh, prng_impl)
-  return graphdef, abstract if abstract_only else make_state(), shardings
-
-
 def _state_shardings(abstract_state: TrainState, param_shardings, mesh):
   """Optimizer moments follow their parameter's sharding; everything else is replicated."""
   flat_params = {tuple(path_names(p)): s for p, s in jax.tree_util.tree_leaves_with_path(param_shardings)}
