@@ -105,6 +105,20 @@ def straight_and_resumed_runs(config, tmp_path, stop_at: int = 3) -> tuple[str, 
   return straight, resumed
 
 
+def train_step_compiles(run, caplog) -> int:
+  """How many times `run()` compiles the jit train step, counting the compile-ahead thread's compiles too."""
+  import logging
+  import jax
+  jax.config.update("jax_log_compiles", True)  # process-wide: jax.log_compiles() would miss other threads
+  try:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      run()
+  finally:
+    jax.config.update("jax_log_compiles", False)
+  return sum("Compiling jit(train_step)" in r.getMessage() for r in caplog.records)
+
+
 def first_train_batch(config, global_rows: int, **kw) -> dict:
   """The first training batch of the config's task (its vocabulary trained first if missing)."""
   from tx_jax import tasks

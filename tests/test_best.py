@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import make_tiny_config
+from conftest import make_tiny_config, train_step_compiles
 from tx_jax import errors, evaluate, train
 from tx_jax.training import best, checkpoint
 
@@ -37,7 +37,7 @@ def test_keep_best_keeps_the_best_beside_the_newest_and_evaluate_finds_it(small_
   assert summary["step"] == worst
 
 
-def test_early_stopping_count_survives_a_restart(small_corpus_dir, vocab_dir, tmp_path):
+def test_early_stopping_count_survives_a_restart(small_corpus_dir, vocab_dir, tmp_path, caplog):
   # With "max" on a falling loss, evaluations stop improving after the first: patience 2 ends the run early.
   settings = dict(best_metric="eval/loss", best_mode="max", early_stopping_patience=2)
   straight = str(tmp_path / "straight")
@@ -54,9 +54,12 @@ def test_early_stopping_count_survives_a_restart(small_corpus_dir, vocab_dir, tm
   again = train.train_and_evaluate(_config(small_corpus_dir, vocab_dir, num_train_steps=20, **settings), restarted)
   assert again["early_stopped_at_step"] == done["early_stopped_at_step"]  # not 2 evaluations after the restart
   assert again["best_step"] == done["best_step"]
-  # A third start of a run that has stopped early trains nothing and says so.
-  third = train.train_and_evaluate(_config(small_corpus_dir, vocab_dir, num_train_steps=20, **settings), restarted)
-  assert third == {"early_stopped_at_step": done["early_stopped_at_step"], "best_step": done["best_step"]}
+  # A third start of a run that has stopped early trains nothing, says so and compiles no train step.
+  third = []
+  compiles = train_step_compiles(lambda: third.append(train.train_and_evaluate(
+    _config(small_corpus_dir, vocab_dir, num_train_steps=20, **settings), restarted)), caplog)
+  assert third == [{"early_stopped_at_step": done["early_stopped_at_step"], "best_step": done["best_step"]}]
+  assert compiles == 0
 
 
 def test_best_mode_and_mistakes(small_corpus_dir, vocab_dir, tmp_path):

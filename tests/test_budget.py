@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import make_tiny_config
+from conftest import make_tiny_config, train_step_compiles
 from tx_jax import train
 from tx_jax.training import checkpoint
 
@@ -21,7 +21,8 @@ def _eval_steps(workdir) -> list:
   return [e.step for e in acc.Scalars("eval/loss")]
 
 
-def test_budget_stops_at_the_first_step_past_it_and_a_larger_budget_continues(small_corpus_dir, vocab_dir, tmp_path):
+def test_budget_stops_at_the_first_step_past_it_and_a_larger_budget_continues(small_corpus_dir, vocab_dir, tmp_path,
+                                                                                caplog):
   workdir = str(tmp_path / "run")
 
   def run(minutes):
@@ -50,6 +51,7 @@ def test_budget_stops_at_the_first_step_past_it_and_a_larger_budget_continues(sm
   assert second["budget/target_tokens"] > first["budget/target_tokens"]
   assert _eval_steps(workdir) == [stop, stop2]
 
-  third = run(0.2)  # an exhausted budget trains nothing more and says so
-  assert third["budget_reached_at_step"] == stop2
+  third = []  # an exhausted budget trains nothing more, says so and compiles no train step
+  assert train_step_compiles(lambda: third.append(run(0.2)), caplog) == 0
+  assert third[0]["budget_reached_at_step"] == stop2
   assert checkpoint.make_manager(workdir, read_only=True).latest_step() == stop2

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config
+from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config, train_step_compiles
 from tx_jax import parallel, train
 from tx_jax.training import compile_ahead, experiment
 
@@ -46,17 +46,9 @@ def test_a_run_and_its_resumption_compile_the_train_step_once_each_and_a_finishe
   tiny_config.num_predict_sentences = 0
   first_part = tiny_config.copy_and_resolve_references()
   first_part.num_train_steps = 3
-  compiles = []
-  jax.config.update("jax_log_compiles", True)  # process-wide: the compiling thread's log lines too
-  try:
-    # Steps 1..3; resumed from step 3's checkpoint (a restored state) to 6; run again with no step left.
-    for config in (first_part, tiny_config, tiny_config):
-      caplog.clear()
-      with caplog.at_level(logging.WARNING):
-        train.train_and_evaluate(config, str(tmp_path / "run"))
-      compiles.append(sum("Compiling jit(train_step)" in r.getMessage() for r in caplog.records))
-  finally:
-    jax.config.update("jax_log_compiles", False)
+  # Steps 1..3; resumed from step 3's checkpoint (a restored state) to 6; run again with no step left.
+  compiles = [train_step_compiles(lambda c=config: train.train_and_evaluate(c, str(tmp_path / "run")), caplog)
+              for config in (first_part, tiny_config, tiny_config)]
   assert compiles == [1, 1, 0]
 
 

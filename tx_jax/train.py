@@ -84,9 +84,8 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   tokenizer = task.tokenizer(config, train=True)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
 
-  # The train step compiles beside init, unless the run has no step left to train (its newest checkpoint is the last).
-  steps_left = not resuming or manager.latest_step() < config.num_train_steps
-  graphdef, state, train_fn, eval_fn = experiment.build(config, mesh, compile_ahead=steps_left)
+  # The train step compiles beside init, unless the newest checkpoint says the run has no step left to train.
+  graphdef, state, train_fn, eval_fn = experiment.build(config, mesh, compile_ahead=_may_train_on(config, manager))
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
   logging.info("Host malloc: %s", host_memory.describe())  # after the config's checks: their errors stay one line
   data_state = None
@@ -97,8 +96,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   first_step = int(jax.device_get(state.step))
   last_saved = first_step if manager.all_steps() else None
   saved_loop = (checkpoint.loop_state(manager, first_step) if last_saved is not None else None) or {}
-  tracker = best.Tracker.from_config(config, saved_loop.get("best")) if config.best_metric else None
-  clock = budget.TrainClock.from_state(saved_loop.get("clock"))
+  tracker, clock = _loop_trackers(config, saved_loop)
   if tracker and tracker.should_stop():
     logging.warning("This run stopped early at step %d (%s has not improved on %.4f of step %s for %d evaluations); "
                     "raise --config.early_stopping_patience to train on.", first_step, tracker.metric,
@@ -253,6 +251,31 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   logging.info("Done. TensorBoard logs: %s  checkpoints: %s", os.path.join(workdir, "tensorboard"),
                manager.directory)
   return summary
+
+
+def _loop_trackers(config, saved_loop: dict):
+  """(keep-best tracker or None without config.best_metric, training clock) continuing a checkpoint's loop item."""
+  tracker = best.Tracker.from_config(config, saved_loop.get("best")) if config.best_metric else None
+  return tracker, budget.TrainClock.from_state(saved_loop.get("clock"))
+
+
+def _may_train_on(config, manager) -> bool:
+  """Whether the newest checkpoint leaves steps to train: not at num_train_steps, not early-stopped, within budget.
+
+  It decides only whether the train step compiles ahead: should the newest checkpoint turn out
+  unreadable (train then resumes from an older one), the cost of a wrong guess is the step
+  compiling at its first call.
+  """
+  if not manager.all_steps():
+    return True
+  newest = manager.latest_step()
+  if newest >= config.num_train_steps:
+    return False
+  try:
+    tracker, clock = _loop_trackers(config, checkpoint.loop_state(manager, newest) or {})
+  except errors.CheckpointError:  # restoring finds the damage and names it
+    return True
+  return not (tracker and tracker.should_stop()) and not clock.over(config.train_minutes)
 
 
 def write_data_stats(config, task, workdir: str) -> dict:
