@@ -59,7 +59,7 @@ def test_early_stopping_count_survives_a_restart(small_corpus_dir, vocab_dir, tm
   compiles = train_step_compiles(lambda: third.append(train.train_and_evaluate(
     _config(small_corpus_dir, vocab_dir, num_train_steps=20, **settings), restarted)), caplog)
   assert third == [{"early_stopped_at_step": done["early_stopped_at_step"], "best_step": done["best_step"]}]
-  assert compiles == 0
+  assert compiles == []
 
 
 def test_best_mode_and_mistakes(small_corpus_dir, vocab_dir, tmp_path):

@@ -52,6 +52,6 @@ def test_budget_stops_at_the_first_step_past_it_and_a_larger_budget_continues(sm
   assert _eval_steps(workdir) == [stop, stop2]
 
   third = []  # an exhausted budget trains nothing more, says so and compiles no train step
-  assert train_step_compiles(lambda: third.append(run(0.2)), caplog) == 0
+  assert train_step_compiles(lambda: third.append(run(0.2)), caplog) == []
   assert third[0]["budget_reached_at_step"] == stop2
   assert checkpoint.make_manager(workdir, read_only=True).latest_step() == stop2
