@@ -10,9 +10,9 @@ PYTEST_ARGS ?=
 # workers use a 2-core machine's second core; worksteal keeps the long end-to-end tests from piling up on one.
 TEST_WORKERS ?= auto
 CONFIG ?= configs/default.py
-# The tests run with the huge-page malloc that tx_jax's entry points give themselves (tx_jax/host_memory.py),
+# The tests run with the tuned malloc that tx_jax's entry points give themselves (tx_jax/host_memory.py),
 # so that the steps they run in-process allocate as users' runs do (empty where that malloc is unavailable).
-HUGE_PAGE_MALLOC = GLIBC_TUNABLES="$$($(PY) -c 'from tx_jax import host_memory; \
+TUNED_MALLOC = GLIBC_TUNABLES="$$($(PY) -c 'from tx_jax import host_memory; \
   print(host_memory.environment_for_children().get("GLIBC_TUNABLES", ""))')"
 
 .PHONY: install install-test demo test test-fast tensorboard clean
@@ -39,10 +39,10 @@ demo: install
 	@echo "Translations:     $(WORKDIR)/eval/"
 
 test: install-test
-	$(HUGE_PAGE_MALLOC) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(TUNED_MALLOC) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install-test
-	$(HUGE_PAGE_MALLOC) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+	$(TUNED_MALLOC) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir=$(WORKDIR)/tensorboard --bind_all

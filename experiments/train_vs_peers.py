@@ -2,7 +2,7 @@
 
 python experiments/train_vs_peers.py --flax_wmt_dir=DIR [--shape=small|base|both] [--dtype=float32|bfloat16]
     [--steps=10] [--rounds=3] [--systems=tx_jax,flax_wmt,torch_eager] [--tx_jax_flags="--config.x=y ..."]...
-    [--huge_pages=tx_jax|all|none]
+    [--tuned_malloc=tx_jax|all|none]
 
 DIR is `examples/wmt` of the Flax source release matching the installed flax (see
 experiments/flax_wmt_reference.py for the two commands that fetch it; nothing of it is copied here).
@@ -22,9 +22,9 @@ process of its own. Each --tx_jax_flags value (space-separated --config.x=y over
 more tx_jax row. The tx_jax processes run with --config.compilation_cache=False, so that their
 first step compiles cold like the Flax example's (override it to see a warm start).
 
-tx_jax's entry points run with huge-page malloc (tx_jax/host_memory.py), so its worker does by
-default and the peers run as they do by default; --huge_pages=all gives every system the same
-allocator (the ratios of the code alone), --huge_pages=none none.
+tx_jax's entry points run with a tuned malloc (tx_jax/host_memory.py: one arena that keeps freed
+memory), so its worker does by default and the peers run as they do by default; --tuned_malloc=all
+gives every system the same allocator (the ratios of the code alone), --tuned_malloc=none none.
 """
 
 import json
@@ -52,9 +52,9 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the table has t
 _SYSTEMS = flags.DEFINE_list("systems", ["tx_jax", "flax_wmt", "torch_eager"], "Systems to run.")
 _TX_JAX_FLAGS = flags.DEFINE_multi_string("tx_jax_flags", None,
                                           "Extra --config.x=y overrides for a tx_jax row (repeat for more rows).")
-_HUGE_PAGES = flags.DEFINE_enum(
-  "huge_pages", "tx_jax", ["tx_jax", "all", "none"],
-  "Which systems run with huge-page malloc (tx_jax/host_memory.py): tx_jax (as its entry points run it; the "
+_TUNED_MALLOC = flags.DEFINE_enum(
+  "tuned_malloc", "tx_jax", ["tx_jax", "all", "none"],
+  "Which systems run with the tuned malloc (tx_jax/host_memory.py): tx_jax (as its entry points run it; the "
   "peers as they run by default), all (the same allocator for every system) or none.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one system (or a ceiling) in this process.")
 _OVERRIDES = flags.DEFINE_string("overrides", "", "Internal: the tx_jax row's overrides.")
@@ -304,8 +304,8 @@ def spawn(name: str, shape: str = "small", overrides: str = "") -> dict:
   if _FLAX_WMT_DIR.value:
     argv.append(f"--flax_wmt_dir={_FLAX_WMT_DIR.value}")
   from tx_jax import host_memory  # noqa: PLC0415
-  huge = _HUGE_PAGES.value == "all" or (_HUGE_PAGES.value == "tx_jax" and name == "tx_jax")
-  env = host_memory.environment_for_children() if huge else host_memory.without_huge_pages(os.environ)
+  tuned = _TUNED_MALLOC.value == "all" or (_TUNED_MALLOC.value == "tx_jax" and name == "tx_jax")
+  env = host_memory.environment_for_children() if tuned else host_memory.without_tuned_malloc(os.environ)
   done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
   results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
   if done.returncode or not results:
@@ -349,7 +349,7 @@ def main(argv):
   target_tokens = int(np.count_nonzero(make_batches(1)[0]["targets"]))
   print(f"batch {BATCH} pairs x {LENGTH} tokens (source and target), {target_tokens} of {BATCH * LENGTH} target "
         f"tokens not padding, vocabulary {VOCAB}, {_DTYPE.value}, {_STEPS.value} timed steps, {_ROUNDS.value} "
-        f"round(s); huge-page malloc for: {_HUGE_PAGES.value}", flush=True)
+        f"round(s); tuned malloc for: {_TUNED_MALLOC.value}", flush=True)
   frameworks = ["jax"] + (["torch"] if has_torch and "torch_eager" in _SYSTEMS.value else [])
   ceilings = {f: [] for f in frameworks}
   results = {}  # (label, shape) -> the rounds' result dicts

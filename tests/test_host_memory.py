@@ -1,4 +1,4 @@
-"""Huge-page malloc: the tunable is added once, the user's own setting wins, and it does cut the page faults."""
+"""The tuned malloc: its tunables are added once, the user's own malloc setting wins, and it does stop the page faults."""
 
 import json
 import os
@@ -12,43 +12,58 @@ from conftest import tiny_config_file
 from tx_jax import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs_huge_pages = pytest.mark.skipif(not host_memory.huge_page_malloc_available(),
-                                      reason="needs Linux, glibc >= 2.35 and transparent huge pages")
+needs_tuned_malloc = pytest.mark.skipif(not host_memory.tuned_malloc_available(),
+                                        reason="needs Linux with glibc and jax on the CPU")
+TUNED = ":".join(host_memory.TUNABLES)
 
 
-def test_the_tunable_is_added_beside_the_users_and_never_over_their_own_value():
-  assert host_memory.with_huge_pages({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
-  assert host_memory.with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "X": "y"}) == {
-    "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "X": "y"}
-  assert host_memory.with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # opted out
-  assert host_memory.with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) is None  # restarted already
+def test_the_tunables_are_added_beside_the_users_and_never_over_their_own_malloc_setting():
+  assert host_memory.with_tuned_malloc({})["GLIBC_TUNABLES"] == TUNED
+  assert TUNED == "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+  assert host_memory.with_tuned_malloc({"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "X": "y"}) == {
+    "GLIBC_TUNABLES": "glibc.pthread.rseq=0:" + TUNED, "X": "y"}
+  assert host_memory.with_tuned_malloc({"GLIBC_TUNABLES": "glibc.malloc.arena_max=8"}) is None  # opted out
+  assert host_memory.with_tuned_malloc({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) is None  # the user's own choice
+  assert host_memory.with_tuned_malloc({"GLIBC_TUNABLES": TUNED}) is None  # restarted already
 
 
-def test_taking_the_tunable_out_keeps_the_users_other_tunables():
-  assert host_memory.without_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "X": "y"}) == {"X": "y"}
-  assert host_memory.without_huge_pages(
-    {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1:glibc.malloc.top_pad=0"}) == {
-    "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.top_pad=0"}
-  assert host_memory.without_huge_pages({"X": "y"}) == {"X": "y"}
-  round_trip = host_memory.with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
-  assert host_memory.without_huge_pages(round_trip) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+def test_taking_the_tunables_out_keeps_the_users_other_tunables():
+  assert host_memory.without_tuned_malloc({"GLIBC_TUNABLES": TUNED, "X": "y"}) == {"X": "y"}
+  assert host_memory.without_tuned_malloc({"GLIBC_TUNABLES": "glibc.pthread.rseq=0:" + TUNED + ":glibc.mem.tagging=0"}) \
+    == {"GLIBC_TUNABLES": "glibc.pthread.rseq=0:glibc.mem.tagging=0"}
+  assert host_memory.without_tuned_malloc({"X": "y"}) == {"X": "y"}
+  round_trip = host_memory.with_tuned_malloc({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
+  assert host_memory.without_tuned_malloc(round_trip) == {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}
 
 
-# Runs in a child: restarts itself with huge-page malloc, then reports its arguments, its tunables and
-# the minor page faults of 64 MB malloc'ed, written and freed 8 times (as XLA:CPU does with a step's buffers).
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's tunables are Linux's")
+def test_a_process_bound_for_an_accelerator_keeps_glibcs_default():
+  assert not host_memory.tuned_malloc_available({"JAX_PLATFORMS": "cuda"})
+  assert not host_memory.tuned_malloc_available({"JAX_PLATFORMS": "tpu,cpu"})
+  assert host_memory.environment_for_children({"JAX_PLATFORMS": "cuda"}) == {"JAX_PLATFORMS": "cuda"}
+
+
+# Runs in a child: restarts itself with the tuned malloc, then reports its arguments, its tunables and
+# the minor page faults of 64 MB malloc'ed, written and freed 8 times (as XLA:CPU does with a step's buffers)
+# on a thread of its own (as XLA:CPU's threads do).
 _PROBE = textwrap.dedent("""
   import ctypes, json, os, resource, sys
   sys.path.insert(0, {repo!r})
   from tx_jax import host_memory
   print("started", flush=True)
-  host_memory.restart_with_huge_pages()
+  host_memory.restart_with_tuned_malloc()
+  import threading
   libc = ctypes.CDLL("libc.so.6")
   libc.malloc.restype = ctypes.c_void_p
   size, before = 64 << 20, resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  for _ in range(8):
-    buffer = libc.malloc(size)
-    ctypes.memset(buffer, 1, size)
-    libc.free(ctypes.c_void_p(buffer))
+  def steps():
+    for _ in range(8):
+      buffer = libc.malloc(size)
+      ctypes.memset(buffer, 1, size)
+      libc.free(ctypes.c_void_p(buffer))
+  thread = threading.Thread(target=steps)
+  thread.start()
+  thread.join()
   faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
   print(json.dumps(dict(argv=sys.argv[1:], tunables=os.environ.get("GLIBC_TUNABLES"), faults=faults)))
 """)
@@ -64,30 +79,32 @@ def _probe(tmp_path, environ):
   return before, json.loads(report)
 
 
-@needs_huge_pages
-def test_a_restarted_process_keeps_its_arguments_and_faults_in_far_fewer_pages(tmp_path):
-  environ = host_memory.without_huge_pages(os.environ)  # whatever the test run itself was started with
+@needs_tuned_malloc
+def test_a_restarted_process_keeps_its_arguments_and_faults_its_buffer_in_only_once(tmp_path):
+  environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}  # whatever the test run was started with
+  environ["GLIBC_TUNABLES"] = "glibc.pthread.rseq=1"  # a tunable of another part of glibc, to be kept
   before, restarted = _probe(tmp_path, environ)
   assert before == ["started", "started"]  # re-executed exactly once
   assert restarted["argv"] == ["an argument", "--a=flag"]
-  assert restarted["tunables"] == host_memory.with_huge_pages(environ)["GLIBC_TUNABLES"]  # the user's others kept
-  before, plain = _probe(tmp_path, dict(environ, GLIBC_TUNABLES="glibc.malloc.hugetlb=0"))  # the user's opt-out
-  assert before == ["started"] and plain["tunables"] == "glibc.malloc.hugetlb=0"
-  # glibc's default maps every 64 MB buffer afresh in 4 KB pages: 8 x 16,384 faults.
+  assert restarted["tunables"] == "glibc.pthread.rseq=1:" + TUNED
+  before, plain = _probe(tmp_path, dict(environ, GLIBC_TUNABLES="glibc.malloc.arena_max=8"))  # the user's opt-out
+  assert before == ["started"] and plain["tunables"] == "glibc.malloc.arena_max=8"
+  # glibc's default maps every 64 MB buffer afresh in 4 KB pages: 8 x 16,384 faults; the tuned
+  # malloc faults the first one in and reuses its pages.
   assert plain["faults"] >= 8 * 16384 * 0.9
-  assert restarted["faults"] < plain["faults"] / 4
+  assert restarted["faults"] < 2 * 16384
 
 
-@needs_huge_pages
-def test_the_train_entry_point_runs_with_huge_page_malloc_and_says_so(tmp_path, small_corpus_dir, vocab_dir):
-  environ = host_memory.without_huge_pages(os.environ)
+@needs_tuned_malloc
+def test_the_train_entry_point_runs_with_the_tuned_malloc_and_says_so(tmp_path, small_corpus_dir, vocab_dir):
+  environ = host_memory.without_tuned_malloc(os.environ)
   config_file = tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, num_train_steps=1, eval_every_steps=1000)
   done = subprocess.run([sys.executable, "-m", "tx_jax.train", f"--config={config_file}",
                          f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=environ, capture_output=True, text=True,
                         timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
-  tunables = host_memory.with_huge_pages(environ)["GLIBC_TUNABLES"]
-  assert f"Host malloc: glibc with transparent huge pages (GLIBC_TUNABLES={tunables})" in done.stderr
+  tunables = host_memory.with_tuned_malloc(environ)["GLIBC_TUNABLES"]
+  assert f"Host malloc: glibc, one arena that keeps freed memory (GLIBC_TUNABLES={tunables})" in done.stderr
 
 
 def test_a_config_error_is_still_one_line_before_any_malloc_report(tmp_path):

@@ -1,91 +1,92 @@
-"""Huge-page malloc for the entry points, so that XLA:CPU's buffers stop page-faulting every step.
+"""A malloc that keeps freed memory for the next step, for the entry points on CPU.
 
 XLA:CPU allocates an executable's buffers with malloc every time it runs it. glibc serves a request
-above its mmap threshold (32 MB at most) with a fresh mapping that it unmaps again on free, so each
-training step touches its large buffers (logits, their gradient, activations) as new pages: on
-configs/default.py's shape ~165,000 minor page faults per step, ~680 MB faulted in and zeroed 4 KB
-at a time. glibc's `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35) makes malloc ask for
-transparent huge pages on its mappings, which the kernel then faults in 2 MB at a time: ~1,000
-faults per step, a step ~25 % shorter, the same peak memory (experiments/README.md, "Host memory").
+above its mmap threshold (32 MB at most), and any large request from a thread's own arena, with a
+fresh mapping that it unmaps again on free, so each training step faults its large buffers (logits,
+their gradient, activations) in anew and the kernel zeroes them: on configs/default.py ~85,000
+minor page faults (~340 MB) per step. Three glibc tunables stop that: every thread shares the main
+arena (`glibc.malloc.arena_max=1`), which never maps (`glibc.malloc.mmap_max=0`) and never hands
+memory back (`glibc.malloc.trim_threshold`, 1 TiB), so a step's buffers reuse the pages of the step
+before: no faults after the first step, the same peak memory (experiments/README.md, "Host memory,
+fourth pass").
+
+Huge pages (`glibc.malloc.hugetlb=1`, this module's earlier choice) cut the faults 512-fold but not
+out, and zeroing fresh 2 MB pages made every run's first step 1.0-1.4 s longer on this project's
+machines: a start-up cost this malloc does not have.
 
 glibc reads GLIBC_TUNABLES once, when a process starts, so an entry point calls
-`restart_with_huge_pages()` before it imports jax and the process re-executes itself once with the
-tunable added. Setting glibc.malloc.hugetlb yourself (e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=0)
-opts out. No library does this: the PJRT CPU client has no allocator option, and glibc offers the
-switch only as a start-up tunable.
+`restart_with_tuned_malloc()` before it imports jax and the process re-executes itself once with the
+tunables added. A GLIBC_TUNABLES that names any `glibc.malloc.*` tunable is the user's own choice and
+is left as it is (e.g. GLIBC_TUNABLES=glibc.malloc.arena_max=8 opts out). Where jax will find a GPU
+or TPU nothing changes: the step's buffers live on the device there, and one arena would only make
+the input pipeline's threads wait for each other's mallocs. No library does this: the PJRT CPU
+client has no allocator option, and glibc offers these switches only as start-up tunables
+(`mallopt` after XLA's threads exist leaves their arenas mapping: measured in the third pass).
 """
 
+import importlib.util
 import os
 import platform
 import sys
 
-TUNABLE = "glibc.malloc.hugetlb"
-_THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
+_PREFIX = "glibc.malloc."
+TUNABLES = ("glibc.malloc.arena_max=1", "glibc.malloc.mmap_max=0", f"glibc.malloc.trim_threshold={1 << 40}")
 
 
-def huge_page_malloc_available() -> bool:
-  """Whether this is Linux with glibc >= 2.35 (which has the tunable) and transparent huge pages not "never"."""
-  libc, version = platform.libc_ver()
-  if sys.platform != "linux" or libc != "glibc":
+def tuned_malloc_available(environ=None) -> bool:
+  """Whether this is Linux with glibc (whose tunables these are) and jax will run on the CPU."""
+  environ = os.environ if environ is None else environ
+  if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
     return False
-  try:
-    if tuple(int(part) for part in version.split(".")[:2]) < (2, 35):
-      return False
-    with open(_THP_SETTING, encoding="utf-8") as f:
-      return "[never]" not in f.read()
-  except (OSError, ValueError):
-    return False
+  platforms = environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0].strip() == "cpu"
+  # jax's GPU plugins install modules under the jax_plugins namespace; its TPU runtime is libtpu.
+  return not any(importlib.util.find_spec(name) for name in ("jax_plugins", "libtpu"))
 
 
-def _split_tunables(environ) -> tuple[str | None, list]:
-  """(the value GLIBC_TUNABLES gives glibc.malloc.hugetlb or None, the other name=value tunables in order)."""
-  value, others = None, []
-  for tunable in environ.get("GLIBC_TUNABLES", "").split(":"):
-    if tunable.startswith(TUNABLE + "="):
-      value = tunable[len(TUNABLE) + 1:]
-    elif tunable:
-      others.append(tunable)
-  return value, others
+def _user_tunables(environ) -> list:
+  """The name=value tunables of GLIBC_TUNABLES, in order."""
+  return [tunable for tunable in environ.get("GLIBC_TUNABLES", "").split(":") if tunable]
 
 
-def with_huge_pages(environ) -> dict | None:
-  """`environ` with glibc.malloc.hugetlb=1 added to GLIBC_TUNABLES; None if it names the tunable already.
+def with_tuned_malloc(environ) -> dict | None:
+  """`environ` with TUNABLES added to GLIBC_TUNABLES; None if it names a glibc.malloc tunable already.
 
-  Other tunables the user set are kept, and a value of the user's own (0 to opt out) is never replaced.
+  Tunables of other glibc parts the user set are kept, and a malloc setting of the user's own is never replaced.
   """
-  value, _ = _split_tunables(environ)
-  if value is not None:
+  tunables = _user_tunables(environ)
+  if any(tunable.startswith(_PREFIX) for tunable in tunables):
     return None
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  return dict(environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, TUNABLE + "=1"])))
+  return dict(environ, GLIBC_TUNABLES=":".join([*tunables, *TUNABLES]))
 
 
-def without_huge_pages(environ) -> dict:
-  """`environ` with glibc.malloc.hugetlb taken out of GLIBC_TUNABLES (glibc's default malloc); other tunables kept."""
-  _, kept = _split_tunables(environ)
+def without_tuned_malloc(environ) -> dict:
+  """`environ` with TUNABLES taken out of GLIBC_TUNABLES (glibc's default malloc); other tunables kept."""
+  kept = [tunable for tunable in _user_tunables(environ) if tunable not in TUNABLES]
   environ = {k: v for k, v in environ.items() if k != "GLIBC_TUNABLES"}
   return dict(environ, GLIBC_TUNABLES=":".join(kept)) if kept else environ
 
 
-def _huge_page_environment(environ) -> dict | None:
-  """`environ` turned to huge-page malloc; None where that is unavailable or the tunable is named already."""
-  return with_huge_pages(environ) if huge_page_malloc_available() else None
+def _tuned_environment(environ) -> dict | None:
+  """`environ` turned to the tuned malloc; None where that is unavailable or the user set malloc tunables."""
+  return with_tuned_malloc(environ) if tuned_malloc_available(environ) else None
 
 
 def environment_for_children(environ=None) -> dict:
-  """The environment a child process should get to run with huge-page malloc (unchanged where unavailable)."""
+  """The environment a child process should get to run with the tuned malloc (unchanged where unavailable)."""
   environ = dict(os.environ if environ is None else environ)
-  return _huge_page_environment(environ) or environ
+  return _tuned_environment(environ) or environ
 
 
-def restart_with_huge_pages() -> None:
-  """Re-executes this process (same interpreter, same arguments) with huge-page malloc, once; else returns.
+def restart_with_tuned_malloc() -> None:
+  """Re-executes this process (same interpreter, same arguments) with the tuned malloc, once; else returns.
 
   Call it first thing in an entry point's `__main__`, before jax is imported: re-executing costs
-  only an interpreter start. It returns at once where the tunable is unavailable, already set, or
+  only an interpreter start. It returns at once where the tunables are unavailable, already set, or
   the re-execution fails.
   """
-  environ = _huge_page_environment(os.environ)
+  environ = _tuned_environment(os.environ)
   if environ is None:
     return
   sys.stdout.flush()
@@ -98,12 +99,11 @@ def restart_with_huge_pages() -> None:
 
 def describe() -> str:
   """How this process's malloc is set up, for the run's log."""
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
-  value, _ = _split_tunables(os.environ)
-  if value == "1":
-    return f"glibc with transparent huge pages (GLIBC_TUNABLES={tunables})"
-  if value is not None:
-    return f"glibc, huge pages as GLIBC_TUNABLES={tunables} sets them"
-  if huge_page_malloc_available():
-    return "glibc's default: this process was not started by restart_with_huge_pages (see tx_jax/host_memory.py)"
-  return "the system's default (no huge-page malloc here: see tx_jax/host_memory.py)"
+  tunables = _user_tunables(os.environ)
+  if all(tunable in tunables for tunable in TUNABLES):
+    return f"glibc, one arena that keeps freed memory (GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']})"
+  if any(tunable.startswith(_PREFIX) for tunable in tunables):
+    return f"glibc as GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']} sets it"
+  if tuned_malloc_available():
+    return "glibc's default: this process was not started by restart_with_tuned_malloc (see tx_jax/host_memory.py)"
+  return "the system's default (no tuned malloc here: see tx_jax/host_memory.py)"

@@ -14,7 +14,7 @@ import time
 from tx_jax import host_memory
 
 if __name__ == "__main__":
-  host_memory.restart_with_huge_pages()  # first, before jax allocates anything (see tx_jax/host_memory.py)
+  host_memory.restart_with_tuned_malloc()  # first, before jax allocates anything (see tx_jax/host_memory.py)
 
 import jax
 import numpy as np
