@@ -7,8 +7,8 @@ their gradient, activations) in anew and the kernel zeroes them: on configs/defa
 minor page faults (~340 MB) per step. Three glibc tunables stop that: every thread shares the main
 arena (`glibc.malloc.arena_max=1`), which never maps (`glibc.malloc.mmap_max=0`) and never hands
 memory back (`glibc.malloc.trim_threshold`, 1 TiB), so a step's buffers reuse the pages of the step
-before: no faults after the first step, the same peak memory (experiments/README.md, "Host memory,
-fourth pass").
+before: no faults after the first step, no more peak memory (experiments/README.md, "Host memory
+and imports", seventh pass).
 
 Huge pages (`glibc.malloc.hugetlb=1`, this module's earlier choice) cut the faults 512-fold but not
 out, and zeroing fresh 2 MB pages made every run's first step 1.0-1.4 s longer on this project's
