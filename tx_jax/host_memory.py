@@ -50,13 +50,18 @@ def _user_tunables(environ) -> list:
   return [tunable for tunable in environ.get("GLIBC_TUNABLES", "").split(":") if tunable]
 
 
+def _sets_malloc(tunables) -> bool:
+  """Whether `tunables` name a glibc.malloc tunable: the user's own malloc choice, or this module's after restarting."""
+  return any(tunable.startswith(_PREFIX) for tunable in tunables)
+
+
 def with_tuned_malloc(environ) -> dict | None:
   """`environ` with TUNABLES added to GLIBC_TUNABLES; None if it names a glibc.malloc tunable already.
 
   Tunables of other glibc parts the user set are kept, and a malloc setting of the user's own is never replaced.
   """
   tunables = _user_tunables(environ)
-  if any(tunable.startswith(_PREFIX) for tunable in tunables):
+  if _sets_malloc(tunables):
     return None
   return dict(environ, GLIBC_TUNABLES=":".join([*tunables, *TUNABLES]))
 
@@ -102,7 +107,7 @@ def describe() -> str:
   tunables = _user_tunables(os.environ)
   if all(tunable in tunables for tunable in TUNABLES):
     return f"glibc, one arena that keeps freed memory (GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']})"
-  if any(tunable.startswith(_PREFIX) for tunable in tunables):
+  if _sets_malloc(tunables):
     return f"glibc as GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']} sets it"
   if tuned_malloc_available():
     return "glibc's default: this process was not started by restart_with_tuned_malloc (see tx_jax/host_memory.py)"
