@@ -33,3 +33,41 @@ def test_dense_keeps_linear_parameters_and_float32_behaviour():
   y = dense(x)
   assert y.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y, np.float32), linear(x), atol=0.05)
+
+
+@pytest.mark.parametrize("transpose_w", [False, True])
+def test_float32_mixed_dot_gives_autodiff_values_and_gradients(transpose_w):
+  x = jax.random.normal(jax.random.key(4), (3, 5, 24))
+  w = jax.random.normal(jax.random.key(5), (16, 24) if transpose_w else (24, 16))
+  c = jax.random.normal(jax.random.key(6), (3, 5, 16))
+  own = lambda x, w: jnp.sum(matmul.mixed_dot(x, w, jnp.float32, transpose_w) * c)
+  plain = lambda x, w: jnp.sum((x @ (w.T if transpose_w else w)) * c)
+  np.testing.assert_allclose(own(x, w), plain(x, w), rtol=1e-5)
+  for got, want in zip(jax.grad(own, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w)):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_stacked_dense_equals_each_dense_and_their_gradients(dtype):
+  denses = [matmul.Dense(12, 8, dtype=dtype, rngs=nnx.Rngs(i)) for i in range(3)]
+  for i, d in enumerate(denses):  # non-zero biases, so that their stacking is checked too
+    d.bias[...] = jax.random.normal(jax.random.key(10 + i), (8,))
+  x = jax.random.normal(jax.random.key(7), (2, 5, 12))
+  c = jax.random.normal(jax.random.key(8), (2, 5, 3, 8))
+  stacked = matmul.stacked_dense(x, denses)
+  assert stacked.shape == (2, 5, 3, 8) and stacked.dtype == dtype
+  separate = jnp.stack([d(x) for d in denses], axis=-2)
+  np.testing.assert_allclose(np.asarray(stacked, np.float32), np.asarray(separate, np.float32), rtol=1e-6, atol=1e-6)
+  params = nnx.state(nnx.List(denses), nnx.Param)
+  graphdef = nnx.graphdef(nnx.List(denses))
+
+  def loss(params, x, together):
+    layers = nnx.merge(graphdef, params)
+    y = matmul.stacked_dense(x, list(layers)) if together else jnp.stack([d(x) for d in layers], axis=-2)
+    return jnp.sum(y.astype(jnp.float32) * c)
+
+  got = jax.grad(loss, (0, 1))(params, x, True)
+  want = jax.grad(loss, (0, 1))(params, x, False)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-5)

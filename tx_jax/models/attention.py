@@ -6,6 +6,7 @@ from flax import nnx
 
 from tx_jax.models import config as config_lib
 from tx_jax.models import dropout as dropout_lib
+from tx_jax.models import matmul
 from tx_jax.models import params
 from tx_jax.models import positions as positions_lib
 
@@ -77,14 +78,25 @@ class Attention(nnx.Module):
     if sow_weights is not None:
       self.sow_weights = sow_weights
 
-  def project_kv(self, inputs, positions=None):
-    """Keys and values [batch, kv_heads, len, head_dim] of `inputs` (cacheable for cross-attention)."""
-    b, n, _ = inputs.shape
-    k = self.key(inputs).reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
-    v = self.value(inputs).reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
+  def _project(self, inputs, names):
+    """The projections `names` (of query, key, value) of the same inputs, as one matmul when several."""
+    if len(names) == 1:
+      return [getattr(self, names[0])(inputs)]
+    y = matmul.stacked_dense(inputs, [getattr(self, name) for name in names])  # [..., len(names), n_out]
+    return [y[..., i, :] for i in range(len(names))]
+
+  def _kv_heads(self, k, v, positions):
+    """Projected keys and values [batch, len, kv_heads * head_dim] -> the cache layout [batch, kv_heads, len, head_dim]."""
+    b, n, _ = k.shape
+    k = k.reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
+    v = v.reshape(b, n, self.cfg.kv_heads, self.cfg.qkv_head_dim)
     if self.cfg.positions == "rope" and positions is not None:
       k = positions_lib.apply_rope(k, positions, self.cfg.rope_theta)
     return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+  def project_kv(self, inputs, positions=None):
+    """Keys and values [batch, kv_heads, len, head_dim] of `inputs` (cacheable for cross-attention)."""
+    return self._kv_heads(*self._project(inputs, ("key", "value")), positions)
 
   def __call__(self, inputs, kv_inputs=None, mask=None, *, positions=None, kv_positions=None,
                cache=None, cache_index=None, deterministic=True, rngs=None):
@@ -96,19 +108,25 @@ class Attention(nnx.Module):
     """
     cfg = self.cfg
     b, n, _ = inputs.shape
-    q = self.query(inputs).reshape(b, n, cfg.num_heads, cfg.qkv_head_dim)
+    self_attending = kv_inputs is None and (cache is None or cache_index is not None)
+    if self_attending and cfg.kv_heads == cfg.num_heads:  # query, key and value in one product
+      q, k, v = self._project(inputs, ("query", "key", "value"))
+      k, v = self._kv_heads(k, v, positions)
+    else:
+      (q,) = self._project(inputs, ("query",))
+      if self_attending:
+        k, v = self.project_kv(inputs, positions)
+      elif cache is not None:  # cross-attention over keys and values computed once (`project_kv`)
+        k, v = cache["k"], cache["v"]
+      else:
+        k, v = self.project_kv(kv_inputs, kv_positions)
+    q = q.reshape(b, n, cfg.num_heads, cfg.qkv_head_dim)
     if cfg.positions == "rope" and positions is not None:
       q = positions_lib.apply_rope(q, positions, cfg.rope_theta)
-    if cache is not None and kv_inputs is None and cache_index is not None:
-      k_new, v_new = self.project_kv(inputs, positions)
-      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype), cache_index, axis=2)
-      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype), cache_index, axis=2)
+    if self_attending and cache is not None:  # a decoding step: the new keys and values go into the cache
+      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), cache_index, axis=2)
+      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), cache_index, axis=2)
       cache = {"k": k, "v": v}
-    elif cache is not None:
-      k, v = cache["k"], cache["v"]
-    else:
-      k, v = self.project_kv(inputs if kv_inputs is None else kv_inputs,
-                             positions if kv_inputs is None else kv_positions)
     dropout_rng = None
     if not deterministic and cfg.attention_dropout_rate > 0.0 and rngs is not None:
       dropout_rng = rngs.dropout()

@@ -89,10 +89,10 @@ class Embedder(nnx.Module):
     """
     if output_kernel is not None:
       logits = x @ output_kernel.astype(x.dtype)
-    elif matmul.is_low_precision(x.dtype) and self.cfg.tie_output_embedding:  # x [.., emb] . table [vocab, emb]
+    elif self.cfg.tie_output_embedding:  # x [.., emb] . table [vocab, emb], its gradient in the table's layout
       logits = matmul.mixed_dot(x, self.table.embedding[...], x.dtype, True)
     else:
-      logits = self.table.attend(x) if self.cfg.tie_output_embedding else self.output(x)
+      logits = self.output(x)
     logits = logits.astype(jnp.float32) * self.cfg.logits_scale
     return logits + self.output_bias[...] if self.cfg.output_bias else logits
 
