@@ -36,16 +36,27 @@ def test_dense_keeps_linear_parameters_and_float32_behaviour():
 
 
 @pytest.mark.parametrize("transpose_w", [False, True])
-def test_float32_mixed_dot_gives_autodiff_values_and_gradients(transpose_w):
-  x = jax.random.normal(jax.random.key(4), (3, 5, 24))
-  w = jax.random.normal(jax.random.key(5), (16, 24) if transpose_w else (24, 16))
-  c = jax.random.normal(jax.random.key(6), (3, 5, 16))
+@pytest.mark.parametrize("n_in,n_out", [(24, 16), (96, 4), (4, 96)])  # the kernel gradient in either orientation
+def test_float32_mixed_dot_gives_autodiff_values_and_gradients(transpose_w, n_in, n_out):
+  x = jax.random.normal(jax.random.key(4), (3, 5, n_in))
+  w = jax.random.normal(jax.random.key(5), (n_out, n_in) if transpose_w else (n_in, n_out))
+  c = jax.random.normal(jax.random.key(6), (3, 5, n_out))
   own = lambda x, w: jnp.sum(matmul.mixed_dot(x, w, jnp.float32, transpose_w) * c)
   plain = lambda x, w: jnp.sum((x @ (w.T if transpose_w else w)) * c)
   np.testing.assert_allclose(own(x, w), plain(x, w), rtol=1e-5)
   for got, want in zip(jax.grad(own, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w)):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_gradient_copies_the_smaller_side():
+  """x^T g when x is the narrower operand; (g^T x)^T, with its result transposed, when g and w are smaller."""
+  lead = (0, 1)
+  wide, narrow = jnp.ones((3, 5, 96)), jnp.ones((3, 5, 4))
+  flipped = jax.make_jaxpr(lambda a, b: matmul._kernel_grad(a, b, lead, 96 * 4))(wide, narrow)
+  direct = jax.make_jaxpr(lambda a, b: matmul._kernel_grad(a, b, lead, 96 * 4))(narrow, wide)
+  assert "transpose" in str(flipped) and "transpose" not in str(direct)
+  np.testing.assert_allclose(matmul._kernel_grad(wide, narrow * 2, lead, 96 * 4), jnp.einsum("bli,blo->io", wide, narrow * 2))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -6,10 +6,13 @@ Hand-written (jax.custom_vjp) for two reasons, both measured on XLA:CPU:
   AMX: 860-890 vs 410-460 GFLOP/s at [2048, 256-512] x [256-512, 1024-2048] on the benchmark machine).
   jax's transpose of such a dot multiplies the float32 cotangent by the bfloat16 operand, which XLA again
   runs in float32, so the backward (two thirds of a training step's matmuls) would not gain.
-- float32 too: jax's transpose computes a kernel's gradient as g^T x ([n_out, n_in]) and then transposes
-  it, and inside a training step XLA materialises g^T (and the result's transpose) around the product.
-  Written as x^T g, contracting the tokens of both, it comes out in the kernel's layout with no copies:
-  the float32 training step is 3-6 % faster (small 702 -> 657 ms, base 4.00 -> 3.88 s, same losses).
+- float32 too: jax's transpose computes every kernel's gradient as g^T x ([n_out, n_in]) and then
+  transposes it, and inside a training step XLA materialises g^T (and the result's transpose) around the
+  product. Written as x^T g, contracting the tokens of both, it comes out in the kernel's layout: the
+  float32 training step is 3-6 % faster (small 702 -> 657 ms, base 4.00 -> 3.88 s, same losses).
+  `_kernel_grad` then picks, per kernel, the orientation whose transposed copies are smaller (the
+  feed-forward's output kernel and the tied output layer flip): the base step a further 2 % (3.84 ->
+  3.80 s median, -80 ± 24 ms paired over 16 alternating steps, same losses).
 """
 
 import functools
@@ -47,8 +50,21 @@ def _backward(dtype, transpose_w, residuals, g):
   w_out = (0,) if transpose_w else tuple(range(1, wc.ndim))  # w's output axes
   lead = tuple(range(xc.ndim - 1))
   dx = _dot(gc, wc, tuple(range(len(lead), gc.ndim)), w_out)  # [..., n_in]
-  dw = _dot(gc, xc, lead, lead) if transpose_w else _dot(xc, gc, lead, lead)  # w's shape
+  dw = _kernel_grad(gc, xc, lead, wc.size) if transpose_w else _kernel_grad(xc, gc, lead, wc.size)
   return dx.astype(x_like.dtype), dw.astype(w_like.dtype)
+
+
+def _kernel_grad(first, second, lead, w_size):
+  """first^T second over the token axes `lead` -> [first's free axis, *second's free axes] (w's shape).
+
+  XLA:CPU feeds a product that contracts its left operand's leading axes from a transposed copy of
+  that operand. Written first^T second, it copies `first`; written (second^T first)^T, it copies
+  `second` and the w-sized result. This takes whichever copies fewer elements: the feed-forward's
+  output kernel, first = ReLU output [tokens, 4d], copies 2 d-wide arrays instead of one 4d-wide.
+  """
+  if second.size + w_size < first.size:
+    return jnp.moveaxis(_dot(second, first, lead, lead), -1, 0)
+  return _dot(first, second, lead, lead)
 
 
 mixed_dot.defvjp(_forward, _backward)
