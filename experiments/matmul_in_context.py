@@ -66,12 +66,12 @@ def main(argv):
         f"{flop / 1e9:.2f} GFLOP a product, {n} products in a step")
   print("| product | alone ms | alone GFLOP/s | in a step ms each | in a step GFLOP/s | in a step / alone |")
   print("| --- | --- | --- | --- | --- | --- |")
-  for i, (name, (fn, a_shape, b_shape)) in enumerate(products(t, d, f).items()):
-    key_a, key_b = jax.random.split(jax.random.key(i))
+  for seed, (name, (fn, a_shape, b_shape)) in enumerate(products(t, d, f).items()):
+    key_a, key_b = jax.random.split(jax.random.key(seed))
     a = jax.random.normal(key_a, (n, *a_shape))  # [layers, ...]: distinct operands per layer
     b = jax.random.normal(key_b, (n, *b_shape))
     alone = fastest(fn, a[0], b[0])
-    in_step = fastest(lambda a, b: [fn(a[i], b[i]) for i in range(n)], a, b) / n
+    in_step = fastest(lambda a, b: [fn(a[layer], b[layer]) for layer in range(n)], a, b) / n
     print(f"| {name} | {alone * 1e3:.1f} | {flop / alone / 1e9:.0f} | {in_step * 1e3:.1f} | "
           f"{flop / in_step / 1e9:.0f} | {alone / in_step:.0%} |", flush=True)
 
