@@ -12,7 +12,6 @@ experiments/flax_wmt_reference.py measures the Flax WMT example's decoder the sa
 import functools
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,6 +26,7 @@ from tx_jax import tasks  # noqa: E402
 from tx_jax.inference import decode  # noqa: E402
 from tx_jax.models.config import ModelConfig  # noqa: E402
 from tx_jax.models.encoder_decoder import EncoderDecoder  # noqa: E402
+from tx_jax.training import perf  # noqa: E402
 
 _SHAPES = flags.DEFINE_list("shapes", ["small", "base"], "Model shapes to measure.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Sentences per batch.")
@@ -68,11 +68,7 @@ def greedy_without_cache(graphdef, params, inputs, *, max_len: int):
 def timed(fn, repeats: int):
   """(best wall time of `repeats` calls after one compiling call, output tokens up to and with EOS)."""
   out = np.asarray(jax.block_until_ready(fn()))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
+  best = perf.fastest_seconds(lambda: jax.block_until_ready(fn()), repeats)
   ends = np.where((out == 1).any(1), (out == 1).argmax(1) + 1, out.shape[1])  # EOS (id 1) ends a row
   return best, int(ends.sum())
 

@@ -14,7 +14,6 @@ The ratio of the two is how far below the ceiling a step made only of these prod
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,6 +21,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from tx_jax.training import perf  # noqa: E402
 
 _TOKENS = flags.DEFINE_integer("tokens", 2048, "Tokens per batch (32 sentences x 64).")
 _D_MODEL = flags.DEFINE_integer("d_model", 512, "Model width.")
@@ -50,22 +51,20 @@ def fastest(fn, *args) -> float:
   """Seconds of the fastest of --repeats calls of jit(fn)(*args), after one compiling call."""
   compiled = jax.jit(fn).lower(*args).compile()
   jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return min(times)
+  return perf.fastest_seconds(lambda: jax.block_until_ready(compiled(*args)), _REPEATS.value)
 
 
 def main(argv):
   del argv
   t, d, f, n = _TOKENS.value, _D_MODEL.value, _D_FF.value, _LAYERS.value
   flop = 2 * t * d * f
+  ceiling = perf.measured_matmul_peak()  # train_vs_peers.py's jax ceiling, measured the same way
   print(f"{jax.devices()[0].device_kind}, {os.cpu_count()} cores; [{t} tokens, d {d}, ff {f}], "
-        f"{flop / 1e9:.2f} GFLOP a product, {n} products in a step")
-  print("| product | alone ms | alone GFLOP/s | in a step ms each | in a step GFLOP/s | in a step / alone |")
-  print("| --- | --- | --- | --- | --- | --- |")
+        f"{flop / 1e9:.2f} GFLOP a product, {n} products in a step; float32 matmul ceiling "
+        f"{ceiling / 1e9:.0f} GFLOP/s")
+  print("| product | alone ms | alone GFLOP/s | in a step ms each | in a step GFLOP/s | in a step / alone "
+        "| in a step / ceiling |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
   for seed, (name, (fn, a_shape, b_shape)) in enumerate(products(t, d, f).items()):
     key_a, key_b = jax.random.split(jax.random.key(seed))
     a = jax.random.normal(key_a, (n, *a_shape))  # [layers, ...]: distinct operands per layer
@@ -73,7 +72,7 @@ def main(argv):
     alone = fastest(fn, a[0], b[0])
     in_step = fastest(lambda a, b: [fn(a[layer], b[layer]) for layer in range(n)], a, b) / n
     print(f"| {name} | {alone * 1e3:.1f} | {flop / alone / 1e9:.0f} | {in_step * 1e3:.1f} | "
-          f"{flop / in_step / 1e9:.0f} | {alone / in_step:.0%} |", flush=True)
+          f"{flop / in_step / 1e9:.0f} | {alone / in_step:.0%} | {flop / in_step / ceiling:.0%} |", flush=True)
 
 
 if __name__ == "__main__":

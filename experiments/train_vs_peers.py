@@ -277,6 +277,7 @@ def matmul_ceiling(framework: str, n: int = 2048, reps: int = 10) -> dict:
   torch.set_num_threads(os.cpu_count())
   a = torch.ones(n, n)
   a @ a
+  # perf.fastest_seconds's loop, written out: tx_jax.training.perf would import jax into torch's process.
   best = float("inf")
   for _ in range(reps):
     start = time.perf_counter()

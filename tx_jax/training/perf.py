@@ -34,18 +34,26 @@ GPU_PEAK_FLOPS = (
 )
 
 
+def fastest_seconds(call, repeats: int) -> float:
+  """Wall seconds of the fastest of `repeats` calls of call(), which must return when its work is done.
+
+  Every call is timed: warm it up (compile, first touch of memory) before.
+  """
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    call()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
 @functools.cache
 def measured_matmul_peak(n: int = 2048, reps: int = 10) -> float:
   """Best float32 [n, n] x [n, n] matmul FLOP/s on the first device (the CPU roofline; cached)."""
   a = jax.device_put(jnp.ones((n, n), jnp.float32), jax.local_devices()[0])
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
-  best = float("inf")
-  for _ in range(reps):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best
+  return 2 * n ** 3 / fastest_seconds(lambda: f(a).block_until_ready(), reps)
 
 
 def peak_flops_per_device(device=None) -> tuple[float | None, str]:
