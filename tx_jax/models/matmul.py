@@ -12,7 +12,8 @@ Hand-written (jax.custom_vjp) for two reasons, both measured on XLA:CPU:
   float32 training step is 3-6 % faster (small 702 -> 657 ms, base 4.00 -> 3.88 s, same losses).
   `_kernel_grad` then picks, per kernel, the orientation whose transposed copies are smaller (the
   feed-forward's output kernel and the tied output layer flip): the base step a further 2 % (3.84 ->
-  3.80 s median, -80 ± 24 ms paired over 16 alternating steps, same losses).
+  3.80 s median, -80 ± 24 ms paired over 16 alternating steps, same losses), and 1-2 % more with the
+  flipped products kept on YNNPACK (see `_kernel_grad`).
 """
 
 import functools
@@ -61,9 +62,13 @@ def _kernel_grad(first, second, lead, w_size):
   that operand. Written first^T second, it copies `first`; written (second^T first)^T, it copies
   `second` and the w-sized result. This takes whichever copies fewer elements: the feed-forward's
   output kernel, first = ReLU output [tokens, 4d], copies 2 d-wide arrays instead of one 4d-wide.
+  The barrier keeps that transpose after the product: left free, XLA folds it into the dot, which then
+  contracts its left operand's leading axis and runs on Eigen instead of YNNPACK (a trace hides its time
+  inside the YNNPACK product beside it). Behind the barrier the float32 step is faster: base -31 ± 21 ms,
+  small -14 ± 7 ms, paired over 24 alternating steps, same losses.
   """
   if second.size + w_size < first.size:
-    return jnp.moveaxis(_dot(second, first, lead, lead), -1, 0)
+    return jnp.moveaxis(jax.lax.optimization_barrier(_dot(second, first, lead, lead)), -1, 0)
   return _dot(first, second, lead, lead)
 
 
