@@ -82,6 +82,8 @@ def main(argv):
   for name in _SHAPES.value:
     cfg = ModelConfig(vocab_size=8000, dropout_rate=0.0, attention_dropout_rate=0.0, **SHAPES[name])
     graphdef, params = nnx.split(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    # As translate_texts does once per call (for all its batches): the derived weights stored, not re-derived.
+    graphdef, params = decode.with_decoding_weights(graphdef, params)
     results = {}
     for label, beam in (("greedy", 1), ("beam 4", 4)):
       fn = lambda beam=beam: decode.translate_batch(graphdef, params, sources, beam_size=beam,

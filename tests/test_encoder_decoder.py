@@ -69,6 +69,44 @@ def test_cached_decoding_equals_full_forward(kw):
     np.testing.assert_allclose(logits, full[:, i], atol=1e-5, err_msg=f"step {i}")
 
 
+def _cached_logits(model, src, dec):
+  """The logits [steps, batch, vocab] of cached decoding steps over target tokens `dec`."""
+  segments = (src != 0).astype(jnp.int32)
+  cache = model.init_cache(model.encode(src, segments), max_decode_len=dec.shape[1])
+  out = []
+  for i in range(dec.shape[1]):
+    logits, cache = model.decode_step(dec[:, i], cache, i, segments, model.output_kernel())
+    out.append(logits)
+  return np.stack(out)
+
+
+def _zero_stacked_sources(params, kv_only_self_attention: bool):
+  """params with the projections that `with_decoding_weights` stacks set to zero."""
+  def zero(path, x):
+    keys = [getattr(k, "key", None) for k in path]
+    stacked = ("key", "value") if kv_only_self_attention or "cross_attention" in keys else ("query", "key", "value")
+    in_attention = "self_attention" in keys or "cross_attention" in keys
+    return jnp.zeros_like(x) if in_attention and any(k in stacked for k in keys) else x
+  return jax.tree.map_with_path(zero, params)
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_kv_heads": 2}, {"tie_output_embedding": False, "share_embeddings": False}])
+def test_stored_decoding_weights_give_the_same_translations_and_are_the_ones_read(kw):
+  graphdef, params = nnx.split(_model(**kw), nnx.Param)
+  src, dec = _tokens(0, (4, 6)).at[2, 4:].set(0), _tokens(1, (4, 5))
+  translate = lambda g, p, beam: np.asarray(decode.translate_batch(g, p, src, beam_size=beam, max_len=8, alpha=0.6))
+  stored_graphdef, stored = decode.with_decoding_weights(graphdef, params)
+  for beam in (1, 3):
+    np.testing.assert_array_equal(translate(stored_graphdef, stored, beam), translate(graphdef, params, beam))
+  # With the stacks' sources zeroed, the stored model decodes as before (it reads the stacks); the plain one does not.
+  full = _cached_logits(nnx.merge(graphdef, params), src, dec)
+  kv_only = "num_kv_heads" in kw
+  np.testing.assert_allclose(
+    _cached_logits(nnx.merge(stored_graphdef, _zero_stacked_sources(stored, kv_only)), src, dec), full, atol=1e-5)
+  assert not np.allclose(_cached_logits(nnx.merge(graphdef, _zero_stacked_sources(params, kv_only)), src, dec),
+                         full, atol=1e-3)
+
+
 def test_beam_size_one_equals_greedy_and_beams_are_sorted():
   model = _model()
   graphdef, params = nnx.split(model, nnx.Param)

@@ -71,6 +71,9 @@ def test_stacked_dense_equals_each_dense_and_their_gradients(dtype):
   assert stacked.shape == (2, 5, 3, 8) and stacked.dtype == dtype
   separate = jnp.stack([d(x) for d in denses], axis=-2)
   np.testing.assert_allclose(np.asarray(stacked, np.float32), np.asarray(separate, np.float32), rtol=1e-6, atol=1e-6)
+  stored = matmul.StackedDense(denses)  # the stack stored once, for decoding: the same result
+  np.testing.assert_array_equal(np.asarray(stored(x), np.float32), np.asarray(stacked, np.float32))
+  assert stored(x).dtype == dtype
   params = nnx.state(nnx.List(denses), nnx.Param)
   graphdef = nnx.graphdef(nnx.List(denses))
 

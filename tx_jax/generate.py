@@ -64,6 +64,7 @@ def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, tem
   if not tasks.is_language_model(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
                              "tx_jax.generate needs a language model (task=lm).")
+  graphdef, params = decode.with_decoding_weights(graphdef, params)
   ids = [processor.bos_id] + processor.encode(prompt)
   prompt_ids = jnp.asarray(np.tile(np.asarray(ids, np.int32), (num_samples, 1)))
   out = _generate(graphdef, params, prompt_ids, jax.random.key(seed), max_new_tokens=max_new_tokens,

@@ -212,6 +212,25 @@ def ensemble_step(step_fns):
   return step
 
 
+def with_decoding_weights(graphdef, params):
+  """(graphdef, params) of the same model with the weights its decoding calls derive stored once.
+
+  Those are the stacked query-key-value (and cross-attention key-value) kernels and the tied output
+  layer's transpose: a decoding call that finds them stored reads them instead of writing them first.
+  Measured (experiments/README.md): a small-shape greedy batch 4.6 % faster; at the base shape, where
+  XLA runs the stacking beside the encoder's products, no change. For decoding only: the stored copies
+  do not follow training. Tuples of several models (an ensemble) are prepared model by model.
+  """
+  if isinstance(graphdef, tuple):
+    prepared = [with_decoding_weights(g, p) for g, p in zip(graphdef, params)]
+    return tuple(g for g, _ in prepared), tuple(p for _, p in prepared)
+  model = nnx.merge(graphdef, params)
+  for _, module in nnx.iter_modules(model):
+    if hasattr(module, "store_decoding_weights"):
+      module.store_decoding_weights()
+  return nnx.split(model, nnx.Param)
+
+
 def _decoder_step(model, segments, output_kernel):
   """step_fn(tokens, cache, i) -> (logits, cache) of one encoder-decoder model over encoded sources."""
   return lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments, output_kernel)
@@ -275,6 +294,7 @@ def translate_texts(graphdef, params, processor, texts, *, batch_size: int, beam
                       len(encoded), max_source_length)
     encoded = [ids[:max_source_length - 1] for ids in encoded]
   sources = [np.asarray(ids + [processor.eos_id], np.int32) for ids in encoded]
+  graphdef, params = with_decoding_weights(graphdef, params)
   outputs = [""] * len(sources)
   local_rows = batch_size // jax.process_count()
   pad_id = processor.pad_id  # the model's padding: tokens equal to it are masked out of the sources

@@ -60,6 +60,11 @@ def dot_product_attention(query, key, value, mask=None, *, dropout_rate=0.0, dro
   return out
 
 
+def _stack_name(names):
+  """The attribute that holds the stored stack of the projections `names`: ("key", "value") -> "key_value"."""
+  return "_".join(names)
+
+
 class Attention(nnx.Module):
   """Multi-head (or grouped-/multi-query) attention; self- or cross-attention."""
 
@@ -82,8 +87,20 @@ class Attention(nnx.Module):
     """The projections `names` (of query, key, value) of the same inputs, as one matmul when several."""
     if len(names) == 1:
       return [getattr(self, names[0])(inputs)]
-    y = matmul.stacked_dense(inputs, [getattr(self, name) for name in names])  # [..., len(names), n_out]
+    stored = getattr(self, _stack_name(names), None)  # see store_stacked_kernels
+    if stored is not None:
+      y = stored(inputs)
+    else:
+      y = matmul.stacked_dense(inputs, [getattr(self, name) for name in names])  # [..., len(names), n_out]
     return [y[..., i, :] for i in range(len(names))]
+
+  def store_stacked_kernels(self, names):
+    """Stores the stack of the projections `names` (a `matmul.StackedDense`), read by `_project` from then on.
+
+    For decoding: the stack is then written once per model, not in every call. Not for training,
+    since the stored copy does not follow updates of the projections.
+    """
+    setattr(self, _stack_name(names), matmul.StackedDense([getattr(self, name) for name in names]))
 
   def _kv_heads(self, k, v, positions):
     """Projected keys and values [batch, len, kv_heads * head_dim] -> the cache layout [batch, kv_heads, len, head_dim]."""

@@ -100,11 +100,20 @@ class Embedder(nnx.Module):
     """The output projection as [emb_dim, vocab] in memory, for decoding loops.
 
     A tied table is [vocab, emb_dim]; XLA:CPU multiplies a few rows by it ~25 % slower than by
-    its transpose, so a decoding loop transposes it once, before its first step.
+    its transpose, so a decoding loop transposes it once, before its first step (or reads the
+    transpose that `store_decoding_weights` stored).
     """
+    stored = getattr(self, "stored_output_kernel", None)
+    if stored is not None:
+      return stored[...]
     if self.cfg.tie_output_embedding:
       return self.table.embedding[...].T
     return self.output.kernel[...]
+
+  def store_decoding_weights(self):
+    """Stores the tied table's transpose for `output_kernel` (for decoding only: it does not follow training)."""
+    if self.cfg.tie_output_embedding:
+      self.stored_output_kernel = nnx.Param(self.table.embedding[...].T)  # [emb_dim, vocab]
 
 
 class FeedForward(nnx.Module):
@@ -142,6 +151,14 @@ class Block(nnx.Module):
     self.feed_forward = FeedForward(cfg, rngs=rngs)
     self.feed_forward_norm = make_norm(cfg, rngs)
     self.dropout = dropout_lib.Dropout(cfg.dropout_rate)
+
+  def store_decoding_weights(self):
+    """Stores the attention's stacked projection kernels that decoding reads (see `Attention.store_stacked_kernels`)."""
+    cfg = self.cfg
+    self_names = ("query", "key", "value") if cfg.kv_heads == cfg.num_heads else ("key", "value")
+    self.self_attention.store_stacked_kernels(self_names)
+    if self.has_cross_attention:
+      self.cross_attention.store_stacked_kernels(("key", "value"))
 
   def _residual(self, x, norm, sublayer, deterministic, rngs):
     """x + dropout(sublayer(norm(x))) for pre-norm, norm(x + dropout(sublayer(x))) for post-norm."""
