@@ -94,12 +94,17 @@ class Attention(nnx.Module):
       y = matmul.stacked_dense(inputs, [getattr(self, name) for name in names])  # [..., len(names), n_out]
     return [y[..., i, :] for i in range(len(names))]
 
-  def store_stacked_kernels(self, names):
-    """Stores the stack of the projections `names` (a `matmul.StackedDense`), read by `_project` from then on.
+  def _query_with_key_value(self, self_attending: bool) -> bool:
+    """Whether query, key and value come from one product (multi-head self-attention); else key and value do."""
+    return self_attending and self.cfg.kv_heads == self.cfg.num_heads
+
+  def store_stacked_kernels(self, self_attending: bool):
+    """Stores the stack `_project` multiplies by (a `matmul.StackedDense`), read from then on.
 
     For decoding: the stack is then written once per model, not in every call. Not for training,
     since the stored copy does not follow updates of the projections.
     """
+    names = ("query", "key", "value") if self._query_with_key_value(self_attending) else ("key", "value")
     setattr(self, _stack_name(names), matmul.StackedDense([getattr(self, name) for name in names]))
 
   def _kv_heads(self, k, v, positions):
@@ -126,7 +131,7 @@ class Attention(nnx.Module):
     cfg = self.cfg
     b, n, _ = inputs.shape
     self_attending = kv_inputs is None and (cache is None or cache_index is not None)
-    if self_attending and cfg.kv_heads == cfg.num_heads:  # query, key and value in one product
+    if self._query_with_key_value(self_attending):
       q, k, v = self._project(inputs, ("query", "key", "value"))
       k, v = self._kv_heads(k, v, positions)
     else:

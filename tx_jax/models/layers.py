@@ -154,11 +154,9 @@ class Block(nnx.Module):
 
   def store_decoding_weights(self):
     """Stores the attention's stacked projection kernels that decoding reads (see `Attention.store_stacked_kernels`)."""
-    cfg = self.cfg
-    self_names = ("query", "key", "value") if cfg.kv_heads == cfg.num_heads else ("key", "value")
-    self.self_attention.store_stacked_kernels(self_names)
+    self.self_attention.store_stacked_kernels(self_attending=True)
     if self.has_cross_attention:
-      self.cross_attention.store_stacked_kernels(("key", "value"))
+      self.cross_attention.store_stacked_kernels(self_attending=False)
 
   def _residual(self, x, norm, sublayer, deterministic, rngs):
     """x + dropout(sublayer(norm(x))) for pre-norm, norm(x + dropout(sublayer(x))) for post-norm."""
