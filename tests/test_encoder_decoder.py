@@ -80,31 +80,37 @@ def _cached_logits(model, src, dec):
   return np.stack(out)
 
 
-def _zero_stacked_sources(params, kv_only_self_attention: bool):
-  """params with the projections that `with_decoding_weights` stacks set to zero."""
-  def zero(path, x):
-    keys = [getattr(k, "key", None) for k in path]
-    stacked = ("key", "value") if kv_only_self_attention or "cross_attention" in keys else ("query", "key", "value")
-    in_attention = "self_attention" in keys or "cross_attention" in keys
-    return jnp.zeros_like(x) if in_attention and any(k in stacked for k in keys) else x
-  return jax.tree.map_with_path(zero, params)
+def _attention_kernels(params):
+  """{path: kernel} of the attention modules' projections (plain or stacked) in nnx params."""
+  flat = {tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): x
+          for path, x in jax.tree.leaves_with_path(params)}
+  return {p: x for p, x in flat.items() if "attention" in "/".join(p) and "kernel" in p}
 
 
 @pytest.mark.parametrize("kw", [{}, {"num_kv_heads": 2}, {"tie_output_embedding": False, "share_embeddings": False}])
-def test_stored_decoding_weights_give_the_same_translations_and_are_the_ones_read(kw):
+def test_stored_decoding_weights_give_the_same_translations_and_replace_their_sources(kw):
   graphdef, params = nnx.split(_model(**kw), nnx.Param)
-  src, dec = _tokens(0, (4, 6)).at[2, 4:].set(0), _tokens(1, (4, 5))
+  src = _tokens(0, (4, 6)).at[2, 4:].set(0)
   translate = lambda g, p, beam: np.asarray(decode.translate_batch(g, p, src, beam_size=beam, max_len=8, alpha=0.6))
   stored_graphdef, stored = decode.with_decoding_weights(graphdef, params)
   for beam in (1, 3):
     np.testing.assert_array_equal(translate(stored_graphdef, stored, beam), translate(graphdef, params, beam))
-  # With the stacks' sources zeroed, the stored model decodes as before (it reads the stacks); the plain one does not.
-  full = _cached_logits(nnx.merge(graphdef, params), src, dec)
-  kv_only = "num_kv_heads" in kw
-  np.testing.assert_allclose(
-    _cached_logits(nnx.merge(stored_graphdef, _zero_stacked_sources(stored, kv_only)), src, dec), full, atol=1e-5)
-  assert not np.allclose(_cached_logits(nnx.merge(graphdef, _zero_stacked_sources(params, kv_only)), src, dec),
-                         full, atol=1e-3)
+  dec = _tokens(1, (4, 5))
+  np.testing.assert_allclose(_cached_logits(nnx.merge(stored_graphdef, stored), src, dec),
+                             _cached_logits(nnx.merge(graphdef, params), src, dec), atol=1e-5)
+  # The stacks replace their sources: no separate key or value projection is left (nor query where all three
+  # are stacked), so what decodes above is the stacks; each weight is held once, plus a tied output's transpose.
+  names = {p[p.index("kernel") - 1] for p in _attention_kernels(stored)}
+  stacked_query = "num_kv_heads" not in kw
+  assert names == ({"query_key_value", "key_value", "query", "out"} if stacked_query else {"key_value", "query", "out"})
+  size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+  tied = kw.get("tie_output_embedding", True)
+  table = nnx.merge(graphdef, params)._target_embedder.table.embedding
+  assert size(stored) == size(params) + (table.size if tied else 0)
+  # Preparing prepared params changes nothing.
+  again_graphdef, again = decode.with_decoding_weights(stored_graphdef, stored)
+  assert again_graphdef == stored_graphdef
+  assert all(a is b for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(stored)))
 
 
 def test_beam_size_one_equals_greedy_and_beams_are_sorted():

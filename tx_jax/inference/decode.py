@@ -218,9 +218,11 @@ def with_decoding_weights(graphdef, params):
   Those are the stacked query-key-value (and cross-attention key-value) kernels and the tied output
   layer's transpose: a decoding call that finds them stored reads them instead of writing them first.
   Measured (experiments/README.md): a small-shape greedy batch 4.6 % faster; at the base shape, where
-  XLA runs the stacking beside the encoder's products, no change. The copies cost memory beside the
-  originals: the attention projections' size again, plus the output layer's when tied. For decoding
-  only: they do not follow training. Tuples of several models (an ensemble) are prepared one by one.
+  XLA runs the stacking beside the encoder's products, no change. The stacks replace the projections
+  they are made of, so the prepared params are as large as the given ones plus, when the output layer
+  is tied, its transpose; a caller that drops the given params holds each attention weight once. For
+  decoding only: the prepared model cannot be trained. Tuples of several models (an ensemble) are
+  prepared one by one; params prepared before are returned as they are.
   """
   if isinstance(graphdef, tuple):
     prepared = [with_decoding_weights(g, p) for g, p in zip(graphdef, params)]

@@ -99,13 +99,18 @@ class Attention(nnx.Module):
     return self_attending and self.cfg.kv_heads == self.cfg.num_heads
 
   def store_stacked_kernels(self, self_attending: bool):
-    """Stores the stack `_project` multiplies by (a `matmul.StackedDense`), read from then on.
+    """Replaces the projections `_project` multiplies by together with their stack (a `matmul.StackedDense`).
 
-    For decoding: the stack is then written once per model, not in every call. Not for training,
-    since the stored copy does not follow updates of the projections.
+    For decoding: the stack is then written once per model, not in every call, and the separate
+    projections, which nothing reads from then on, are dropped, so the module holds each weight once.
+    Not for training: the module then has no separate projections to update.
     """
     names = ("query", "key", "value") if self._query_with_key_value(self_attending) else ("key", "value")
+    if hasattr(self, _stack_name(names)):  # stored before
+      return
     setattr(self, _stack_name(names), matmul.StackedDense([getattr(self, name) for name in names]))
+    for name in names:
+      delattr(self, name)
 
   def _kv_heads(self, k, v, positions):
     """Projected keys and values [batch, len, kv_heads * head_dim] -> the cache layout [batch, kv_heads, len, head_dim]."""

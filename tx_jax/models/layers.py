@@ -112,7 +112,7 @@ class Embedder(nnx.Module):
 
   def store_decoding_weights(self):
     """Stores the tied table's transpose for `output_kernel` (for decoding only: it does not follow training)."""
-    if self.cfg.tie_output_embedding:
+    if self.cfg.tie_output_embedding and getattr(self, "stored_output_kernel", None) is None:
       self.stored_output_kernel = nnx.Param(self.table.embedding[...].T)  # [emb_dim, vocab]
 
 
@@ -153,7 +153,7 @@ class Block(nnx.Module):
     self.dropout = dropout_lib.Dropout(cfg.dropout_rate)
 
   def store_decoding_weights(self):
-    """Stores the attention's stacked projection kernels that decoding reads (see `Attention.store_stacked_kernels`)."""
+    """Replaces the attention's projections with the stacks that decoding reads (see `Attention.store_stacked_kernels`)."""
     self.self_attention.store_stacked_kernels(self_attending=True)
     if self.has_cross_attention:
       self.cross_attention.store_stacked_kernels(self_attending=False)
