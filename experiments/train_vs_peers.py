@@ -96,15 +96,26 @@ def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def minor_faults() -> int:
+  """This process's minor page faults so far: pages the kernel mapped (and zeroed) on first touch."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed_steps(step, batches) -> dict:
-  """Runs `step(batch) -> loss` over the batches: first and second (warm-up) step's seconds, then the timed ones."""
-  times, loss = [], None
-  for batch in batches:
+  """Runs `step(batch) -> loss` over the batches: first and second (warm-up) step's seconds, then the timed ones.
+
+  Also the timed steps' minor page faults per step: a step whose buffers reuse the pages of the step
+  before faults none (see tx_jax/host_memory.py), so a slow round with many shows its memory as the cause.
+  """
+  times, loss, faults = [], None, 0
+  for n, batch in enumerate(batches):
+    if n == 2:
+      faults = minor_faults()
     start = time.perf_counter()
     loss = step(batch)
     times.append(time.perf_counter() - start)
   return dict(first_step_s=times[0], second_step_s=times[1], step_seconds=times[2:], loss=loss,
-              peak_rss_mb=peak_rss_mb())
+              peak_rss_mb=peak_rss_mb(), faults_per_step=(minor_faults() - faults) / max(1, len(times) - 2))
 
 
 def tx_jax_overrides(shape: str, dtype: str) -> list:
@@ -372,7 +383,8 @@ def main(argv):
         step = statistics.median(result["step_seconds"])
         print(f"round {r}: {shape} {label}: median step {step * 1000:.0f} ms, {target_tokens / step:,.0f} target "
               f"tokens/s, first step {result['first_step_s']:.1f} s, second {result['second_step_s']:.1f} s, loss "
-              f"{result['loss']:.3f}, peak RSS {result['peak_rss_mb']:,.0f} MB", flush=True)
+              f"{result['loss']:.3f}, peak RSS {result['peak_rss_mb']:,.0f} MB, "
+              f"{result['faults_per_step']:,.0f} page faults a step", flush=True)
   peak = {f: max(v) for f, v in ceilings.items()}
   print(f"\nmatmul ceilings (float32, best of {_ROUNDS.value} process(es) x 10 products): "
         + ", ".join(f"{f} {g:.0f} GFLOP/s" for f, g in peak.items()))
