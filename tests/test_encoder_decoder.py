@@ -9,6 +9,7 @@ from flax import nnx
 from tx_jax.inference import decode
 from tx_jax.models.config import ModelConfig
 from tx_jax.models.encoder_decoder import EncoderDecoder
+from tx_jax.training.step import path_names
 
 VOCAB = 50
 
@@ -80,11 +81,10 @@ def _cached_logits(model, src, dec):
   return np.stack(out)
 
 
-def _attention_kernels(params):
-  """{path: kernel} of the attention modules' projections (plain or stacked) in nnx params."""
-  flat = {tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): x
-          for path, x in jax.tree.leaves_with_path(params)}
-  return {p: x for p, x in flat.items() if "attention" in "/".join(p) and "kernel" in p}
+def _attention_projections(params):
+  """The names of the attention modules' projections (plain or stacked) that hold a kernel in nnx params."""
+  paths = [path_names(path) for path, _ in jax.tree.leaves_with_path(params)]
+  return {p[p.index("kernel") - 1] for p in paths if "kernel" in p and any("attention" in str(k) for k in p)}
 
 
 @pytest.mark.parametrize("kw", [{}, {"num_kv_heads": 2}, {"tie_output_embedding": False, "share_embeddings": False}])
@@ -100,7 +100,7 @@ def test_stored_decoding_weights_give_the_same_translations_and_replace_their_so
                              _cached_logits(nnx.merge(graphdef, params), src, dec), atol=1e-5)
   # The stacks replace their sources: no separate key or value projection is left (nor query where all three
   # are stacked), so what decodes above is the stacks; each weight is held once, plus a tied output's transpose.
-  names = {p[p.index("kernel") - 1] for p in _attention_kernels(stored)}
+  names = _attention_projections(stored)
   stacked_query = "num_kv_heads" not in kw
   assert names == ({"query_key_value", "key_value", "query", "out"} if stacked_query else {"key_value", "query", "out"})
   size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))

@@ -106,9 +106,10 @@ class Attention(nnx.Module):
     Not for training: the module then has no separate projections to update.
     """
     names = ("query", "key", "value") if self._query_with_key_value(self_attending) else ("key", "value")
-    if hasattr(self, _stack_name(names)):  # stored before
+    stack = _stack_name(names)
+    if hasattr(self, stack):  # stored before
       return
-    setattr(self, _stack_name(names), matmul.StackedDense([getattr(self, name) for name in names]))
+    setattr(self, stack, matmul.StackedDense([getattr(self, name) for name in names]))
     for name in names:
       delattr(self, name)
 
