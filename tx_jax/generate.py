@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from tx_jax import command_line, errors, logging_utils, tasks
+from tx_jax import command_line, errors, logging_utils, tasks, xla_options
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.inference import decode, restore
 
@@ -37,7 +37,7 @@ def define_flags():
   flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "eos_id"))
+@functools.partial(xla_options.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "eos_id"))
 def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top_k, top_p,
               eos_id=tokenizer_lib.EOS_ID):
   """Feeds prompt [b, p] (BOS first) through the cache, then decodes up to max_new_tokens tokens."""

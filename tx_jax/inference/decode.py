@@ -13,7 +13,7 @@ from flax import nnx
 from absl import logging
 from jax.experimental import multihost_utils
 
-from tx_jax import parallel
+from tx_jax import parallel, xla_options
 from tx_jax.data import pipeline
 from tx_jax.data import tokenizer as tokenizer_lib
 
@@ -239,7 +239,7 @@ def _decoder_step(model, segments, output_kernel):
   return lambda tokens, cache, i: model.decode_step(tokens, cache, i, segments, output_kernel)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha", "bos_id", "eos_id"))
+@functools.partial(xla_options.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha", "bos_id", "eos_id"))
 def translate_batch(graphdef, params, inputs, *, beam_size: int, max_len: int, alpha: float,
                     bos_id: int = tokenizer_lib.BOS_ID, eos_id: int = tokenizer_lib.EOS_ID):
   """Encodes once, then decodes source ids [b, src_len] -> best token ids [b, max_len].

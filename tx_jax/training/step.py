@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tx_jax import errors, parallel
+from tx_jax import errors, parallel, xla_options
 
 
 @flax.struct.dataclass
@@ -155,11 +155,13 @@ def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, *, task, 
   batch_sharding = parallel.batch_sharding(mesh)
   task_args = dict(task=task, label_smoothing=label_smoothing, mask_rate=mask_rate)
   micro_sharding = NamedSharding(mesh, P(None, parallel.BATCH_AXES))  # [k, rows / k, ...]
+  options = xla_options.compile_options() or None  # the CPU's full vector width (tx_jax/xla_options.py)
   train = jax.jit(
     functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, grad_accum_steps=grad_accum_steps,
                       micro_sharding=micro_sharding, **task_args),
     in_shardings=(shardings, batch_sharding), out_shardings=(shardings, parallel.replicated(mesh)),
-    donate_argnums=(0,))
+    donate_argnums=(0,), compiler_options=options)
   evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef, **task_args),
-                     in_shardings=(shardings.params, batch_sharding), out_shardings=parallel.replicated(mesh))
+                     in_shardings=(shardings.params, batch_sharding), out_shardings=parallel.replicated(mesh),
+                     compiler_options=options)
   return train, evaluate

@@ -1,0 +1,57 @@
+"""The XLA compile options tx_jax's compiled steps use: on a CPU with AVX-512, vectors of its full width.
+
+XLA:CPU has LLVM emit its own loops (LayerNorm, softmax, argmax, the optimizer update: everything
+that is not a matmul) for 256-bit vectors even where the CPU has 512-bit ones. Asking for 512
+(`xla_cpu_prefer_vector_width`) made a base-shape greedy translation batch 1.7-2.8 % faster and the
+base training step ~1 % (experiments/README.md, fifteenth pass), with the same tokens. XLA offers
+this only as a compile option or an XLA_FLAGS flag; the option is set per compiled step here so it
+reaches library calls too, not only the entry points. An XLA_FLAGS that names the flag is the user's
+choice and is left to decide.
+"""
+
+import functools
+import os
+
+import jax
+
+VECTOR_WIDTH = "xla_cpu_prefer_vector_width"
+
+
+def cpu_has_avx512(cpuinfo: str) -> bool:
+  """Whether /proc/cpuinfo's text lists the AVX-512 foundation instructions (`avx512f`)."""
+  return any(line.startswith("flags") and "avx512f" in line.split() for line in cpuinfo.splitlines())
+
+
+def options_for(backend: str, cpuinfo: str, xla_flags: str) -> dict:
+  """The compile options for `backend` on a CPU described by `cpuinfo`, unless XLA_FLAGS sets them already."""
+  if backend != "cpu" or VECTOR_WIDTH in xla_flags or not cpu_has_avx512(cpuinfo):
+    return {}
+  return {VECTOR_WIDTH: 512}
+
+
+@functools.cache
+def compile_options() -> dict:
+  """This process's compile options for tx_jax's steps (decided once, after jax has chosen its backend)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      cpuinfo = f.read()
+  except OSError:  # not Linux: XLA's own default
+    cpuinfo = ""
+  return options_for(jax.default_backend(), cpuinfo, os.environ.get("XLA_FLAGS", ""))
+
+
+def jit(fun, **jit_kwargs):
+  """jax.jit(fun, **jit_kwargs) compiled with `compile_options()`, decided at the first call.
+
+  jax accepts compile options only on a top-level jit, so a call from inside another trace (its
+  arguments tracers) runs the plain jit and takes the caller's options.
+  """
+  plain = jax.jit(fun, **jit_kwargs)
+  tuned = functools.cache(lambda: jax.jit(fun, compiler_options=compile_options() or None, **jit_kwargs))
+
+  @functools.wraps(fun)
+  def call(*args, **kwargs):
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
+    return (plain if traced else tuned())(*args, **kwargs)
+
+  return call
