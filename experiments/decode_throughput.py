@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import default  # noqa: E402
-from tx_jax import tasks  # noqa: E402
+from tx_jax import tasks, xla_options  # noqa: E402
 from tx_jax.inference import decode  # noqa: E402
 from tx_jax.models.config import ModelConfig  # noqa: E402
 from tx_jax.models.encoder_decoder import EncoderDecoder  # noqa: E402
@@ -78,7 +78,7 @@ def main(argv):
   sources = jnp.asarray(real_sources(_BATCH.value, _SOURCE_LENGTH.value))
   n_out = _BATCH.value * _OUTPUT_LENGTH.value
   print(f"batch {_BATCH.value}, source length {_SOURCE_LENGTH.value}, output length {_OUTPUT_LENGTH.value}, "
-        f"vocabulary 8000, {jax.devices()[0].platform}")
+        f"vocabulary 8000, {jax.devices()[0].platform}, compile options {xla_options.compile_options() or 'none'}")
   for name in _SHAPES.value:
     cfg = ModelConfig(vocab_size=8000, dropout_rate=0.0, attention_dropout_rate=0.0, **SHAPES[name])
     graphdef, params = nnx.split(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), nnx.Param)

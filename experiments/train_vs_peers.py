@@ -138,7 +138,7 @@ def parse_config(argv: list):
 def run_tx_jax(shape: str, dtype: str, overrides: str) -> dict:
   """tx_jax's own model and jit train step (built as tx_jax.train builds them) on this shape."""
   import jax  # noqa: PLC0415
-  from tx_jax import configuration, parallel  # noqa: PLC0415
+  from tx_jax import configuration, parallel, xla_options  # noqa: PLC0415
   from tx_jax.training import experiment  # noqa: PLC0415
   config = parse_config(tx_jax_overrides(shape, dtype) + shlex.split(overrides))
   configuration.validate(config)
@@ -151,7 +151,7 @@ def run_tx_jax(shape: str, dtype: str, overrides: str) -> dict:
     jax.block_until_ready((state, sums))
     return float(sums["loss"] / sums["tokens"])
 
-  return timed_steps(step, make_batches(_STEPS.value + 2))
+  return dict(timed_steps(step, make_batches(_STEPS.value + 2)), compile_options=xla_options.compile_options())
 
 
 def import_flax_train(directory: str):
@@ -384,7 +384,8 @@ def main(argv):
         print(f"round {r}: {shape} {label}: median step {step * 1000:.0f} ms, {target_tokens / step:,.0f} target "
               f"tokens/s, first step {result['first_step_s']:.1f} s, second {result['second_step_s']:.1f} s, loss "
               f"{result['loss']:.3f}, peak RSS {result['peak_rss_mb']:,.0f} MB, "
-              f"{result['faults_per_step']:,.0f} page faults a step", flush=True)
+              f"{result['faults_per_step']:,.0f} page faults a step"
+              + (f", compile options {result['compile_options']}" if result.get("compile_options") else ""), flush=True)
   peak = {f: max(v) for f, v in ceilings.items()}
   print(f"\nmatmul ceilings (float32, best of {_ROUNDS.value} process(es) x 10 products): "
         + ", ".join(f"{f} {g:.0f} GFLOP/s" for f, g in peak.items()))
