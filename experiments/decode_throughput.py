@@ -7,6 +7,10 @@ configs/default.py, fetched and trained on first use), packed to `source_length`
 weights are freshly initialised: throughput depends on shapes, not on what was learnt. Tokens
 are counted up to and including each row's EOS (the search stops once every row has one).
 experiments/flax_wmt_reference.py measures the Flax WMT example's decoder the same way.
+
+It runs as tx_jax.translate does, with tx_jax's tuned malloc (tx_jax/host_memory.py), unless
+--notuned_malloc; flax_wmt_reference.py runs the example as it ships, with glibc's default, unless
+--tuned_malloc (as train_vs_peers.py's --tuned_malloc=tx_jax|all).
 """
 
 import functools
@@ -14,6 +18,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tx_jax import host_memory  # noqa: E402
+
+if __name__ == "__main__" and "--notuned_malloc" not in sys.argv:
+  host_memory.restart_with_tuned_malloc()  # as tx_jax.translate runs: before jax allocates (tx_jax/host_memory.py)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -33,6 +42,10 @@ _BATCH = flags.DEFINE_integer("batch", 32, "Sentences per batch.")
 _SOURCE_LENGTH = flags.DEFINE_integer("source_length", 64, "Source tokens per sentence.")
 _OUTPUT_LENGTH = flags.DEFINE_integer("output_length", 64, "Tokens decoded per sentence.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls (the best is reported).")
+flags.DEFINE_bool("tuned_malloc", None,
+                  "Read from the command line before jax starts: decode_throughput.py runs with tx_jax's tuned malloc "
+                  "as tx_jax.translate does unless --notuned_malloc; flax_wmt_reference.py runs the example with "
+                  "glibc's default malloc, as it ships, unless --tuned_malloc.")
 _WITHOUT_CACHE = flags.DEFINE_bool("without_cache", True,
                                    "Also time greedy decoding without the KV cache (~20x slower than with it).")
 
@@ -79,6 +92,7 @@ def main(argv):
   n_out = _BATCH.value * _OUTPUT_LENGTH.value
   print(f"batch {_BATCH.value}, source length {_SOURCE_LENGTH.value}, output length {_OUTPUT_LENGTH.value}, "
         f"vocabulary 8000, {jax.devices()[0].platform}, compile options {xla_options.compile_options() or 'none'}")
+  print(f"malloc: {host_memory.describe()}")
   for name in _SHAPES.value:
     cfg = ModelConfig(vocab_size=8000, dropout_rate=0.0, attention_dropout_rate=0.0, **SHAPES[name])
     graphdef, params = nnx.split(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), nnx.Param)

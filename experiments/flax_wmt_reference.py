@@ -21,6 +21,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tx_jax import host_memory  # noqa: E402
+
+if __name__ == "__main__" and "--tuned_malloc" in sys.argv:
+  host_memory.restart_with_tuned_malloc()  # the example with tx_jax's malloc; by default as it ships
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -82,6 +87,7 @@ def main(argv):
   max_len = ours._OUTPUT_LENGTH.value
   print(f"Flax WMT example ({_FLAX_WMT_DIR.value}): batch {ours._BATCH.value}, source length "
         f"{ours._SOURCE_LENGTH.value}, output length {max_len}, vocabulary 8000, {jax.devices()[0].platform}")
+  print(f"malloc: {host_memory.describe()}")
   for name in ours._SHAPES.value:
     shape = ours.SHAPES[name]
     params, predict = make_decoder(models, decode, shape, 8000, max_len)
