@@ -5,8 +5,9 @@ that is not a matmul) for 256-bit vectors even where the CPU has 512-bit ones. A
 (`xla_cpu_prefer_vector_width`) made a base-shape greedy translation batch 1.7-2.8 % faster and the
 base training step ~1 % (experiments/README.md, fifteenth pass), with the same tokens. XLA offers
 this only as a compile option or an XLA_FLAGS flag; the option is set per compiled step here so it
-reaches library calls too, not only the entry points. An XLA_FLAGS that names the flag is the user's
-choice and is left to decide.
+reaches library calls too, not only the entry points (the `parallelism="pmap"` steps keep XLA's
+default: jax.pmap takes no compile options). An XLA_FLAGS that names the flag is the user's choice and
+is left to decide.
 """
 
 import functools
