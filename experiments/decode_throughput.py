@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tx_jax import host_memory  # noqa: E402
 
-if __name__ == "__main__" and "--notuned_malloc" not in sys.argv:
+if __name__ == "__main__" and host_memory.requested(sys.argv, default=True):
   host_memory.restart_with_tuned_malloc()  # as tx_jax.translate runs: before jax allocates (tx_jax/host_memory.py)
 
 import jax  # noqa: E402

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tx_jax import host_memory  # noqa: E402
 
-if __name__ == "__main__" and "--tuned_malloc" in sys.argv:
+if __name__ == "__main__" and host_memory.requested(sys.argv, default=False):
   host_memory.restart_with_tuned_malloc()  # the example with tx_jax's malloc; by default as it ships
 
 import jax  # noqa: E402

@@ -151,7 +151,8 @@ def run_tx_jax(shape: str, dtype: str, overrides: str) -> dict:
     jax.block_until_ready((state, sums))
     return float(sums["loss"] / sums["tokens"])
 
-  return dict(timed_steps(step, make_batches(_STEPS.value + 2)), compile_options=xla_options.compile_options())
+  options = xla_options.compile_options() if config.parallelism != "pmap" else {}  # jax.pmap takes none
+  return dict(timed_steps(step, make_batches(_STEPS.value + 2)), compile_options=options)
 
 
 def import_flax_train(directory: str):

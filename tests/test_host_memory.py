@@ -112,3 +112,23 @@ def test_a_config_error_is_still_one_line_before_any_malloc_report(tmp_path):
                          "--config.dropout_rate=2.0"], cwd=REPO, capture_output=True, text=True, timeout=300)
   lines = [line for line in done.stderr.splitlines() if line.strip() and "WARNING" not in line]
   assert done.returncode != 0 and len(lines) == 1 and "dropout_rate" in lines[0], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv, default, expected", [
+  (["x"], True, True),
+  (["x"], False, False),
+  (["x", "--tuned_malloc"], False, True),
+  (["x", "-tuned_malloc"], False, True),
+  (["x", "--tuned_malloc=true"], False, True),
+  (["x", "--tuned_malloc=1"], False, True),
+  (["x", "--notuned_malloc"], True, False),
+  (["x", "-notuned_malloc"], True, False),
+  (["x", "--tuned_malloc=false"], True, False),
+  (["x", "--tuned_malloc=No"], True, False),
+  (["x", "--tuned_malloc", "--notuned_malloc"], False, False),  # the last one wins, as in absl
+  (["x", "--", "--tuned_malloc"], False, False),  # after --: not a flag
+  (["x", "tuned_malloc"], False, False),  # not a flag either
+  (["x", "--tuned_malloc_extra=1", "--repeats=5"], False, False),
+])
+def test_the_benchmarks_read_their_malloc_flag_as_absl_would(argv, default, expected):
+  assert host_memory.requested(argv, default) is expected

@@ -53,6 +53,9 @@ def test_jit_runs_at_top_level_and_inside_other_traces():
   np.testing.assert_allclose(float(f(x)), want, rtol=1e-6)
   np.testing.assert_allclose(float(jax.jit(lambda y: f(y) * 2)(x)), 2 * want, rtol=1e-6)  # nested
   np.testing.assert_allclose(np.asarray(jax.grad(f)(x)), np.asarray(2 * jnp.tanh(x) / jnp.cosh(x) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(float(jax.jit(lambda: f(x))()), want, rtol=1e-6)  # concrete x inside another trace
+  assert jax.eval_shape(lambda: f(x)).shape == ()
+  np.testing.assert_allclose(float(f.lower(x).compile()(x)), want, rtol=1e-6)  # ahead of time
   assert f.__wrapped__.__name__ == "f"
 
 
@@ -68,3 +71,6 @@ def test_jit_hands_its_options_to_the_compiler(monkeypatch):
   with pytest.raises(Exception, match="xla_cpu_no_such_option"):
     f(jnp.ones(3))
   np.testing.assert_array_equal(np.asarray(jax.jit(lambda y: f(y))(jnp.ones(3))), 2.0)
+  np.testing.assert_array_equal(np.asarray(jax.jit(lambda: f(jnp.ones(3)))()), 2.0)
+  with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+    f.lower(jnp.ones(3)).compile()

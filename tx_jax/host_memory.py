@@ -102,6 +102,27 @@ def restart_with_tuned_malloc() -> None:
     return
 
 
+def requested(argv, default: bool, flag: str = "tuned_malloc") -> bool:
+  """Whether command-line `argv` asks for the tuned malloc: absl's spellings of a bool `flag`, read before absl parses.
+
+  --flag, --flag=true|1|yes, --noflag, --flag=false|0|no (one or two dashes; the last one wins; nothing
+  after a bare --); `default` when absent. A script that restarts itself must decide before jax starts.
+  """
+  values = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+  wanted = default
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    name, has_value, value = arg.lstrip("-").partition("=")
+    if not arg.startswith("-"):
+      continue
+    if name == flag:
+      wanted = values.get(value.lower(), wanted) if has_value else True
+    elif name == f"no{flag}" and not has_value:
+      wanted = False
+  return wanted
+
+
 def describe() -> str:
   """How this process's malloc is set up, for the run's log."""
   tunables = _user_tunables(os.environ)

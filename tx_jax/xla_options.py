@@ -45,14 +45,22 @@ def jit(fun, **jit_kwargs):
   """jax.jit(fun, **jit_kwargs) compiled with `compile_options()`, decided at the first call.
 
   jax accepts compile options only on a top-level jit, so a call from inside another trace (its
-  arguments tracers) runs the plain jit and takes the caller's options.
+  arguments tracers, or concrete arrays closed over by the caller's trace) runs the plain jit and
+  takes the caller's options. `.lower(...)` lowers the tuned jit, for ahead-of-time compiles.
   """
   plain = jax.jit(fun, **jit_kwargs)
   tuned = functools.cache(lambda: jax.jit(fun, compiler_options=compile_options() or None, **jit_kwargs))
 
   @functools.wraps(fun)
   def call(*args, **kwargs):
-    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
-    return (plain if traced else tuned())(*args, **kwargs)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+      return plain(*args, **kwargs)
+    try:
+      return tuned()(*args, **kwargs)
+    except ValueError as e:  # inside another trace with concrete arguments: jax refuses nested options
+      if "compiler_options" not in str(e):
+        raise
+      return plain(*args, **kwargs)
 
+  call.lower = lambda *args, **kwargs: tuned().lower(*args, **kwargs)
   return call
