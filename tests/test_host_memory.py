@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conftest import tiny_config_file
-from tx_jax import host_memory
+from tx_jax import host_memory, xla_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_tuned_malloc = pytest.mark.skipif(not host_memory.tuned_malloc_available(),
@@ -105,6 +105,7 @@ def test_the_train_entry_point_runs_with_the_tuned_malloc_and_says_so(tmp_path, 
   assert done.returncode == 0, done.stderr[-2000:]
   tunables = host_memory.with_tuned_malloc(environ)["GLIBC_TUNABLES"]
   assert f"Host malloc: glibc, one arena that keeps freed memory (GLIBC_TUNABLES={tunables})" in done.stderr
+  assert f"XLA compile options: {xla_options.describe()}" in done.stderr  # as this process would compile
 
 
 def test_a_config_error_is_still_one_line_before_any_malloc_report(tmp_path):

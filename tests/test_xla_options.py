@@ -74,3 +74,11 @@ def test_jit_hands_its_options_to_the_compiler(monkeypatch):
   np.testing.assert_array_equal(np.asarray(jax.jit(lambda: f(jnp.ones(3)))()), 2.0)
   with pytest.raises(Exception, match="xla_cpu_no_such_option"):
     f.lower(jnp.ones(3)).compile()
+
+
+def test_the_log_line_names_the_options_or_xlas_defaults(monkeypatch):
+  monkeypatch.setattr(xla_options, "compile_options", lambda: {"xla_cpu_prefer_vector_width": 512})
+  assert xla_options.describe() == "{'xla_cpu_prefer_vector_width': 512}"
+  assert xla_options.describe("pmap") == "XLA's defaults (jax.pmap takes no compile options)"
+  monkeypatch.setattr(xla_options, "compile_options", lambda: {})
+  assert xla_options.describe() == "XLA's defaults"

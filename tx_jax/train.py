@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
+from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks, xla_options
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
@@ -88,6 +88,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh, compile_ahead=_may_train_on(config, manager))
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
   logging.info("Host malloc: %s", host_memory.describe())  # after the config's checks: their errors stay one line
+  logging.info("XLA compile options: %s", xla_options.describe(config.parallelism))
   data_state = None
   if manager.all_steps():  # the newest readable checkpoint; unreadable newer ones are set aside, not deleted
     state, data_state = checkpoint.restore(manager, state, set_aside=True)

@@ -41,6 +41,13 @@ def compile_options() -> dict:
   return options_for(jax.default_backend(), cpuinfo, os.environ.get("XLA_FLAGS", ""))
 
 
+def describe(parallelism: str = "jit") -> str:
+  """The compile options a run's steps get, for its log."""
+  if parallelism == "pmap":
+    return "XLA's defaults (jax.pmap takes no compile options)"
+  return str(compile_options()) if compile_options() else "XLA's defaults"
+
+
 def jit(fun, **jit_kwargs):
   """jax.jit(fun, **jit_kwargs) compiled with `compile_options()`, decided at the first call.
 
