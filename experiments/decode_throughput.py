@@ -91,7 +91,7 @@ def main(argv):
   sources = jnp.asarray(real_sources(_BATCH.value, _SOURCE_LENGTH.value))
   n_out = _BATCH.value * _OUTPUT_LENGTH.value
   print(f"batch {_BATCH.value}, source length {_SOURCE_LENGTH.value}, output length {_OUTPUT_LENGTH.value}, "
-        f"vocabulary 8000, {jax.devices()[0].platform}, compile options {xla_options.compile_options() or 'none'}")
+        f"vocabulary 8000, {jax.devices()[0].platform}, compile options {xla_options.describe()}")
   print(f"malloc: {host_memory.describe()}")
   for name in _SHAPES.value:
     cfg = ModelConfig(vocab_size=8000, dropout_rate=0.0, attention_dropout_rate=0.0, **SHAPES[name])

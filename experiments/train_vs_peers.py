@@ -151,8 +151,8 @@ def run_tx_jax(shape: str, dtype: str, overrides: str) -> dict:
     jax.block_until_ready((state, sums))
     return float(sums["loss"] / sums["tokens"])
 
-  options = xla_options.compile_options() if config.parallelism != "pmap" else {}  # jax.pmap takes none
-  return dict(timed_steps(step, make_batches(_STEPS.value + 2)), compile_options=options)
+  result = timed_steps(step, make_batches(_STEPS.value + 2))
+  return dict(result, compile_options=xla_options.describe(config.parallelism))
 
 
 def import_flax_train(directory: str):
@@ -386,7 +386,7 @@ def main(argv):
               f"tokens/s, first step {result['first_step_s']:.1f} s, second {result['second_step_s']:.1f} s, loss "
               f"{result['loss']:.3f}, peak RSS {result['peak_rss_mb']:,.0f} MB, "
               f"{result['faults_per_step']:,.0f} page faults a step"
-              + (f", compile options {result['compile_options']}" if result.get("compile_options") else ""), flush=True)
+              + (f", compile options {result['compile_options']}" if "compile_options" in result else ""), flush=True)
   peak = {f: max(v) for f, v in ceilings.items()}
   print(f"\nmatmul ceilings (float32, best of {_ROUNDS.value} process(es) x 10 products): "
         + ", ".join(f"{f} {g:.0f} GFLOP/s" for f, g in peak.items()))

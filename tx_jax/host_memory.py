@@ -113,9 +113,9 @@ def requested(argv, default: bool, flag: str = "tuned_malloc") -> bool:
   for arg in argv[1:]:
     if arg == "--":
       break
-    name, has_value, value = arg.lstrip("-").partition("=")
     if not arg.startswith("-"):
       continue
+    name, has_value, value = arg.lstrip("-").partition("=")
     if name == flag:
       wanted = values.get(value.lower(), wanted) if has_value else True
     elif name == f"no{flag}" and not has_value:

@@ -45,7 +45,8 @@ def describe(parallelism: str = "jit") -> str:
   """The compile options a run's steps get, for its log."""
   if parallelism == "pmap":
     return "XLA's defaults (jax.pmap takes no compile options)"
-  return str(compile_options()) if compile_options() else "XLA's defaults"
+  options = compile_options()
+  return str(options) if options else "XLA's defaults"
 
 
 def jit(fun, **jit_kwargs):
