@@ -25,6 +25,8 @@ first step compiles cold like the Flax example's (override it to see a warm star
 tx_jax's entry points run with a tuned malloc (tx_jax/host_memory.py: one arena that keeps freed
 memory), so its worker does by default and the peers run as they do by default; --tuned_malloc=all
 gives every system the same allocator (the ratios of the code alone), --tuned_malloc=none none.
+tx_jax's worker also freezes what start-up leaves alive out of Python's garbage collector before it
+builds and after its first step, as tx_jax.train does (tx_jax/python_gc.py); the peers do not.
 """
 
 import json
@@ -101,8 +103,10 @@ def minor_faults() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def timed_steps(step, batches) -> dict:
+def timed_steps(step, batches, after_first_step=None) -> dict:
   """Runs `step(batch) -> loss` over the batches: first and second (warm-up) step's seconds, then the timed ones.
+
+  `after_first_step()`, if given, runs untimed between the first step and the second.
 
   Also the timed steps' minor page faults per step: a step whose buffers reuse the pages of the step
   before faults none (see tx_jax/host_memory.py), so a slow round with many shows its memory as the cause.
@@ -114,6 +118,8 @@ def timed_steps(step, batches) -> dict:
     start = time.perf_counter()
     loss = step(batch)
     times.append(time.perf_counter() - start)
+    if n == 0 and after_first_step:
+      after_first_step()
   return dict(first_step_s=times[0], second_step_s=times[1], step_seconds=times[2:], loss=loss,
               peak_rss_mb=peak_rss_mb(), faults_per_step=(minor_faults() - faults) / max(1, len(times) - 2))
 
@@ -138,11 +144,12 @@ def parse_config(argv: list):
 def run_tx_jax(shape: str, dtype: str, overrides: str) -> dict:
   """tx_jax's own model and jit train step (built as tx_jax.train builds them) on this shape."""
   import jax  # noqa: PLC0415
-  from tx_jax import configuration, parallel, xla_options  # noqa: PLC0415
+  from tx_jax import configuration, parallel, python_gc, xla_options  # noqa: PLC0415
   from tx_jax.training import experiment  # noqa: PLC0415
   config = parse_config(tx_jax_overrides(shape, dtype) + shlex.split(overrides))
   configuration.validate(config)
   mesh = parallel.make_mesh(config.mesh_shape)
+  python_gc.freeze()  # as tx_jax.train does before it builds and after its first step
   _, state, train_fn, _ = experiment.build(config, mesh)
 
   def step(batch):
@@ -151,7 +158,7 @@ def run_tx_jax(shape: str, dtype: str, overrides: str) -> dict:
     jax.block_until_ready((state, sums))
     return float(sums["loss"] / sums["tokens"])
 
-  result = timed_steps(step, make_batches(_STEPS.value + 2))
+  result = timed_steps(step, make_batches(_STEPS.value + 2), after_first_step=python_gc.freeze)
   return dict(result, compile_options=xla_options.describe(config.parallelism))
 
 

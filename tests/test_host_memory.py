@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,8 @@ def test_the_train_entry_point_runs_with_the_tuned_malloc_and_says_so(tmp_path, 
   tunables = host_memory.with_tuned_malloc(environ)["GLIBC_TUNABLES"]
   assert f"Host malloc: glibc, one arena that keeps freed memory (GLIBC_TUNABLES={tunables})" in done.stderr
   assert f"XLA compile options: {xla_options.describe()}" in done.stderr  # as this process would compile
+  frozen = re.search(r"Froze (\d+) objects alive after the first step", done.stderr)
+  assert frozen and int(frozen.group(1)) > 10_000, done.stderr[-2000:]  # tx_jax/python_gc.py
 
 
 def test_a_config_error_is_still_one_line_before_any_malloc_report(tmp_path):

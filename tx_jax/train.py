@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks, xla_options
+from tx_jax import command_line, configuration, errors, logging_utils, parallel, python_gc, tasks, xla_options
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
@@ -53,7 +53,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   configuration.validate(config)
   workdir = writable_workdir(workdir)
   lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-  with lock, preemption.PreemptionWatch() as watch:
+  with lock, preemption.PreemptionWatch() as watch, python_gc.thawed_at_exit():
     return _train(config, workdir, watch)
 
 
@@ -84,6 +84,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   tokenizer = task.tokenizer(config, train=True)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
 
+  python_gc.freeze()  # the imports and the corpus's set-up: tracing the steps then runs short collections
   # The train step compiles beside init, unless the newest checkpoint says the run has no step left to train.
   graphdef, state, train_fn, eval_fn = experiment.build(config, mesh, compile_ahead=_may_train_on(config, manager))
   logging.info("Model: %s parameters", f"{registry.count_params(state.params):,}")
@@ -214,6 +215,8 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         logging.info("First step took %.1fs (its compilation included, unless it compiled during init)",
                      first_step_seconds)
         writer.scalars(step, {"perf/first_step_seconds": first_step_seconds})
+        logging.info("Froze %d objects alive after the first step out of the garbage collector's passes "
+                     "(tx_jax/python_gc.py).", python_gc.freeze())
         peak_flops, peak_source = perf.peak_flops_per_device()  # after the first step: it need not delay it
         perf.log_peak(peak_flops, peak_source)
         window.reset()
