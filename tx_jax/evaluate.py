@@ -26,7 +26,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tx_jax import command_line, configuration, errors, logging_utils, parallel, tasks
+from tx_jax import command_line, configuration, errors, logging_utils, parallel, python_gc, tasks
 from tx_jax.inference import restore
 from tx_jax.training import averaging, best, checkpoint, evaluation, experiment, metrics
 
@@ -244,6 +244,7 @@ def main(argv):
   del argv
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required.")
+  python_gc.freeze()  # the imports: the collector's passes while restoring and decoding skip them
   workdirs = command_line.split_list(FLAGS.workdir)
   overridden = [arg.split("=", 1)[0][len("--config."):] for arg in sys.argv if arg.startswith("--config.")]
   with command_line.one_line_errors("tx_jax.evaluate", writes_to=workdirs[0]):

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from tx_jax import command_line, errors, logging_utils, tasks, xla_options
+from tx_jax import command_line, errors, logging_utils, python_gc, tasks, xla_options
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.inference import decode, restore
 
@@ -78,6 +78,7 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if FLAGS.workdir is None:
     raise app.UsageError("--workdir is required.")
+  python_gc.freeze()  # the imports: the collector's passes while restoring and decoding skip them
   with command_line.one_line_errors("tx_jax.generate"):
     samples = generate(FLAGS.workdir, FLAGS.prompt, num_samples=FLAGS.num_samples,
                        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,

@@ -12,7 +12,7 @@ if __name__ == "__main__":
 
 from absl import app, flags, logging
 
-from tx_jax import command_line, errors, logging_utils, tasks
+from tx_jax import command_line, errors, logging_utils, python_gc, tasks
 from tx_jax.inference import decode, restore
 
 FLAGS = flags.FLAGS
@@ -64,6 +64,7 @@ def main(argv):
   logging_utils.quiet_library_logs()
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required.")
+  python_gc.freeze()  # the imports: the collector's passes while restoring and decoding skip them
   lines = read_lines(sys.stdin.buffer)
   with command_line.one_line_errors("tx_jax.translate"):
     translations = translate_lines(command_line.split_list(FLAGS.workdir), lines, step=FLAGS.step, beam_size=FLAGS.beam_size,
