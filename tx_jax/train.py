@@ -176,6 +176,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     writer.flush()
     logging.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in eval_summary.items()})
     summary.update(eval_summary)
+    python_gc.freeze()  # what the evaluation traced and imported: later full passes skip it too
     if tracker:
       if tracker.update(step, eval_summary):
         logging.info("New best %s %.4f at step %d", tracker.metric, tracker.best_value, step)
