@@ -9,7 +9,7 @@ are counted up to and including each row's EOS (the search stops once every row 
 experiments/flax_wmt_reference.py measures the Flax WMT example's decoder the same way.
 
 It runs as tx_jax.translate does, with tx_jax's tuned malloc (tx_jax/host_memory.py), unless
---notuned_malloc; flax_wmt_reference.py runs the example as it ships, with glibc's default, unless
+--notuned_malloc, and its imports frozen out of Python's collector (tx_jax/python_gc.py); flax_wmt_reference.py runs the example as it ships, with glibc's default, unless
 --tuned_malloc (as train_vs_peers.py's --tuned_malloc=tx_jax|all).
 """
 
@@ -31,7 +31,7 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import default  # noqa: E402
-from tx_jax import tasks, xla_options  # noqa: E402
+from tx_jax import python_gc, tasks, xla_options  # noqa: E402
 from tx_jax.inference import decode  # noqa: E402
 from tx_jax.models.config import ModelConfig  # noqa: E402
 from tx_jax.models.encoder_decoder import EncoderDecoder  # noqa: E402
@@ -88,6 +88,7 @@ def timed(fn, repeats: int):
 
 def main(argv):
   del argv
+  python_gc.freeze()  # as tx_jax.translate does
   sources = jnp.asarray(real_sources(_BATCH.value, _SOURCE_LENGTH.value))
   n_out = _BATCH.value * _OUTPUT_LENGTH.value
   print(f"batch {_BATCH.value}, source length {_SOURCE_LENGTH.value}, output length {_OUTPUT_LENGTH.value}, "

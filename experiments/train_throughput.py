@@ -5,7 +5,8 @@ python experiments/train_throughput.py --config=configs/default.py [--steps=20] 
 MFU = model FLOPs per second / peak FLOP/s of the devices (tx_jax.training.perf, the same figures
 train.py logs as perf/mfu). The peak is --peak_tflops when given, else the vendor's bf16 figure
 for a TPU or GPU, else (CPU) *measured* on this machine as the best float32 matmul rate, so on
-CPU the MFU says how close the step comes to the matmul roofline.
+CPU the MFU says how close the step comes to the matmul roofline. Python's collector is frozen where
+train.py freezes it (tx_jax/python_gc.py).
 """
 
 import os
@@ -18,7 +19,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from tx_jax import configuration, parallel  # noqa: E402
+from tx_jax import configuration, parallel, python_gc  # noqa: E402
 from tx_jax import tasks  # noqa: E402
 from tx_jax.data import pipeline  # noqa: E402
 from tx_jax.training import experiment, perf  # noqa: E402
@@ -37,12 +38,14 @@ def main(argv):
   rows = parallel.global_rows(config)
   task = tasks.get(config)
   batches = task.train_batches(config, task.tokenizer(config, train=True), global_rows=rows)
+  python_gc.freeze()  # as tx_jax.train does before it builds and after its first step (tx_jax/python_gc.py)
   _, state, train_fn, _ = experiment.build(config, mesh)
   local = [next(batches) for _ in range(_STEPS.value + 1)]
   t = time.perf_counter()
   state, _ = train_fn(state, parallel.global_batch(local[0], mesh))
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t
+  python_gc.freeze()
   tokens = sum(pipeline.count_tokens(b) for b in local[1:])
   step_flops = sum(perf.train_flops(config, b) for b in local[1:])
   t = time.perf_counter()
