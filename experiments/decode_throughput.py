@@ -9,8 +9,9 @@ are counted up to and including each row's EOS (the search stops once every row 
 experiments/flax_wmt_reference.py measures the Flax WMT example's decoder the same way.
 
 It runs as tx_jax.translate does, with tx_jax's tuned malloc (tx_jax/host_memory.py), unless
---notuned_malloc, and its imports frozen out of Python's collector (tx_jax/python_gc.py); flax_wmt_reference.py runs the example as it ships, with glibc's default, unless
---tuned_malloc (as train_vs_peers.py's --tuned_malloc=tx_jax|all).
+--notuned_malloc, and with its imports frozen out of Python's collector (tx_jax/python_gc.py);
+flax_wmt_reference.py runs the example as it ships, with glibc's default, unless --tuned_malloc
+(as train_vs_peers.py's --tuned_malloc=tx_jax|all).
 """
 
 import functools
