@@ -93,7 +93,12 @@ out = {{"one": {{"loss": ref_loss, "moved": max_diff(init_params, ref_params)}}}
 runs = {{"8x1x1": ((8, 1, 1), {{}}), "2x4x1": ((2, 4, 1), {{}}), "2x2x2": ((2, 2, 2), {{}}),
         "pmap": ((-1, 1, 1), {{"parallelism": "pmap"}}),
         "2x2x2_accum2": ((2, 2, 2), {{"grad_accum_steps": 2}}), "2x2x2_accum4": ((2, 2, 2), {{"grad_accum_steps": 4}}),
-        "pmap_accum2": ((-1, 1, 1), {{"parallelism": "pmap", "grad_accum_steps": 2}})}}
+        "pmap_accum2": ((-1, 1, 1), {{"parallelism": "pmap", "grad_accum_steps": 2}}),
+        # Without padding (tx_jax.models.token_layout): capacity 0.99 rounds up to every slot, so each
+        # batch fits and the layouts' gathers and scatters run, in groups of one device's rows.
+        "2x2x2_tokens": ((2, 2, 2), {{"token_capacity": 0.99}}),
+        "8x1x1_tokens_accum2": ((8, 1, 1), {{"token_capacity": 0.99, "grad_accum_steps": 2}}),
+        "pmap_tokens": ((-1, 1, 1), {{"parallelism": "pmap", "token_capacity": 0.99}})}}
 for name, (shape, overrides) in runs.items():
   loss, state = train(shape, jax.devices(), **overrides)
   out[name] = {{"loss": loss, "param_diff": max_diff(ref_params, jax.device_get(state.params)),
@@ -135,7 +140,8 @@ def eight_device_runs(small_corpus_dir, vocab_dir):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("run", ["8x1x1", "2x4x1", "2x2x2", "pmap"])
+@pytest.mark.parametrize("run", ["8x1x1", "2x4x1", "2x2x2", "pmap", "2x2x2_tokens", "8x1x1_tokens_accum2",
+                                 "pmap_tokens"])
 def test_eight_devices_match_one_device(eight_device_runs, run):
   one, got = eight_device_runs["one"], eight_device_runs[run]
   assert one["moved"] > 1e-3  # the 4 steps really change the parameters (lr 3e-3)
@@ -180,6 +186,8 @@ def test_pmap_on_a_sharded_mesh_is_a_config_error(eight_device_runs):
   ({"parallelism": "pmap", "mesh_shape": (2, 2, 2)}, "config.mesh_shape"),
   ({"parallelism": "pmapp"}, "config.parallelism"),
   ({"remat_policy": "dots"}, "config.remat_policy"),
+  ({"token_capacity": 0.0}, "config.token_capacity"),
+  ({"token_capacity": 1.5}, "config.token_capacity"),
 ])
 def test_scaling_config_mistakes_name_the_field(tiny_config, overrides, field):
   tiny_config.update(overrides)

@@ -94,6 +94,11 @@ def validate(config):
   if config.get("early_stopping_patience", 0) and not best_metric:
     _fail("early_stopping_patience", config.early_stopping_patience, 'needs config.best_metric (e.g. "eval/loss").')
   task = tasks.get(config)
+  capacity = config.get("token_capacity", 1.0)
+  if not (_is_number(capacity) and 0.0 < capacity <= 1.0):
+    _fail("token_capacity", capacity, "must be in (0, 1]: the share of a device's row slots the layers compute on.")
+  if capacity < 1.0 and not task.skips_padding:
+    _fail("token_capacity", capacity, f"must be 1.0 for config.task={task.name!r}; only translation skips padding.")
   if config.get("model_family", task.family) != task.family:
     _fail("model_family", config.model_family, f"cannot be trained on config.task={task.name!r}; it needs "
           f"{task.family!r} (or leave model_family out: the task decides it).")

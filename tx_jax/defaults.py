@@ -106,6 +106,10 @@ def get_config():
   config.grad_accum_steps = 1  # microbatches per step; must divide per_device_batch_size (same update, less memory)
   config.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | nothing_saveable
   config.scan_layers = False  # True: the blocks run as one lax.scan (compile time independent of depth)
+  # < 1 (translation): training computes every layer but attention on the non-padding tokens only, in this
+  # share of each device's row slots; a batch with more real tokens takes the padded step (same result).
+  # For unpacked or sparsely packed rows (tx_jax's packed rows are ~all tokens: leave it at 1.0).
+  config.token_capacity = 1.0
 
   # Loop, evaluation and checkpoints.
   config.log_every_steps = 100

@@ -83,15 +83,20 @@ class Attention(nnx.Module):
     if sow_weights is not None:
       self.sow_weights = sow_weights
 
-  def _project(self, inputs, names):
-    """The projections `names` (of query, key, value) of the same inputs, as one matmul when several."""
+  def _project(self, inputs, names, layout=None):
+    """The projections `names` (of query, key, value) of the same inputs, as one matmul when several.
+
+    With a `layout` (tx_jax.models.token_layout), inputs are its tokens and the projections come back as rows.
+    """
+    to_rows = layout.pad if layout is not None else lambda y: y
     if len(names) == 1:
-      return [getattr(self, names[0])(inputs)]
+      return [to_rows(getattr(self, names[0])(inputs))]
     stored = getattr(self, _stack_name(names), None)  # see store_stacked_kernels
     if stored is not None:
       y = stored(inputs)
     else:
       y = matmul.stacked_dense(inputs, [getattr(self, name) for name in names])  # [..., len(names), n_out]
+    y = to_rows(y)  # one scatter for the stack
     return [y[..., i, :] for i in range(len(names))]
 
   def _query_with_key_value(self, self_attending: bool) -> bool:
@@ -122,32 +127,38 @@ class Attention(nnx.Module):
       k = positions_lib.apply_rope(k, positions, self.cfg.rope_theta)
     return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
-  def project_kv(self, inputs, positions=None):
-    """Keys and values [batch, kv_heads, len, head_dim] of `inputs` (cacheable for cross-attention)."""
-    return self._kv_heads(*self._project(inputs, ("key", "value")), positions)
+  def project_kv(self, inputs, positions=None, layout=None):
+    """Keys and values [batch, kv_heads, len, head_dim] of `inputs` (cacheable for cross-attention).
+
+    With a `layout`, inputs are its tokens [groups * capacity, emb].
+    """
+    return self._kv_heads(*self._project(inputs, ("key", "value"), layout), positions)
 
   def __call__(self, inputs, kv_inputs=None, mask=None, *, positions=None, kv_positions=None,
-               cache=None, cache_index=None, deterministic=True, rngs=None):
+               cache=None, cache_index=None, layout=None, kv_layout=None, deterministic=True, rngs=None):
     """Attends from `inputs` [batch, q_len, emb] to `kv_inputs` (self-attention when None).
 
     With `cache` (dict of k, v: [batch, kv_heads, max_len, head_dim]) and `cache_index`, the new
     keys/values of a self-attention step are written at `cache_index` and the updated cache returned;
     a cross-attention cache (precomputed by `project_kv`) is read as is. Returns (output, cache).
+    With a `layout` (and `kv_layout` for kv_inputs), inputs and output are its tokens [groups *
+    capacity, emb]: the projections skip the padding, attention itself runs over rows.
     """
     cfg = self.cfg
-    b, n, _ = inputs.shape
     self_attending = kv_inputs is None and (cache is None or cache_index is not None)
+    kv_layout = layout if self_attending else kv_layout
     if self._query_with_key_value(self_attending):
-      q, k, v = self._project(inputs, ("query", "key", "value"))
+      q, k, v = self._project(inputs, ("query", "key", "value"), layout)
       k, v = self._kv_heads(k, v, positions)
     else:
-      (q,) = self._project(inputs, ("query",))
+      (q,) = self._project(inputs, ("query",), layout)
       if self_attending:
-        k, v = self.project_kv(inputs, positions)
+        k, v = self.project_kv(inputs, positions, layout)
       elif cache is not None:  # cross-attention over keys and values computed once (`project_kv`)
         k, v = cache["k"], cache["v"]
       else:
-        k, v = self.project_kv(kv_inputs, kv_positions)
+        k, v = self.project_kv(kv_inputs, kv_positions, kv_layout)
+    b, n, _ = q.shape
     q = q.reshape(b, n, cfg.num_heads, cfg.qkv_head_dim)
     if cfg.positions == "rope" and positions is not None:
       q = positions_lib.apply_rope(q, positions, cfg.rope_theta)
@@ -167,4 +178,5 @@ class Attention(nnx.Module):
     else:
       out = dot_product_attention(q, k, v, mask, dropout_rate=cfg.attention_dropout_rate,
                                   dropout_rng=dropout_rng)
-    return self.out(out.reshape(b, n, cfg.num_heads * cfg.qkv_head_dim)), cache
+    out = out.reshape(b, n, cfg.num_heads * cfg.qkv_head_dim)
+    return self.out(layout.unpad(out) if layout is not None else out), cache

@@ -23,35 +23,56 @@ class EncoderDecoder(nnx.Module):
   def _target_embedder(self):
     return self.embedder if self.cfg.share_embeddings else self.target_embedder
 
-  def encode(self, inputs, segments=None, positions=None, *, deterministic=True, rngs=None):
-    """Source tokens [batch, src_len] -> encoding [batch, src_len, emb_dim]."""
+  def encode(self, inputs, segments=None, positions=None, *, layout=None, deterministic=True, rngs=None):
+    """Source tokens [batch, src_len] -> encoding [batch, src_len, emb_dim].
+
+    With a `layout` (tx_jax.models.token_layout) of the sources, the encoding is its tokens
+    [groups * capacity, emb_dim]: the position-wise layers skip the padding.
+    """
     segments = (inputs != self.cfg.pad_id).astype(jnp.int32) if segments is None else segments
     positions = layers.default_positions(segments) if positions is None else positions
-    x = self.embedder(inputs, positions, deterministic=deterministic, rngs=rngs)
+    x = self._embed(self.embedder, inputs, positions, layout, deterministic, rngs)
     mask = attention_lib.make_attention_mask(segments, segments)
-    x, _ = self.encoder(x, mask, positions=positions, deterministic=deterministic, rngs=rngs)
+    x, _ = self.encoder(x, mask, positions=positions, layout=layout, deterministic=deterministic, rngs=rngs)
     return x
 
+  @staticmethod
+  def _embed(embedder, tokens, positions, layout, deterministic, rngs):
+    """Embeddings of tokens [batch, len] at positions [batch or 1, len], as rows or as `layout`'s tokens."""
+    if layout is not None:
+      tokens, positions = layout.unpad(tokens), layout.unpad(positions)
+    return embedder(tokens, positions, deterministic=deterministic, rngs=rngs)
+
   def decode(self, decoder_inputs, encoded, input_segments, target_segments=None, target_positions=None,
-             *, deterministic=True, rngs=None):
-    """Teacher-forced decoder: shifted targets [batch, tgt_len] -> logits [batch, tgt_len, vocab] (float32)."""
+             *, layout=None, encoded_layout=None, deterministic=True, rngs=None):
+    """Teacher-forced decoder: shifted targets [batch, tgt_len] -> logits [batch, tgt_len, vocab] (float32).
+
+    With a `layout` of the targets (and `encoded_layout`, that of `encoded`), the logits are its
+    tokens' [groups * capacity, vocab].
+    """
     if target_segments is None:  # unpacked: every target position is real (the loss masks padding)
       target_segments = jnp.ones_like(decoder_inputs, jnp.int32)
     positions = layers.default_positions(target_segments) if target_positions is None else target_positions
-    x = self._target_embedder(decoder_inputs, positions, deterministic=deterministic, rngs=rngs)
+    x = self._embed(self._target_embedder, decoder_inputs, positions, layout, deterministic, rngs)
     self_mask = attention_lib.make_attention_mask(target_segments, target_segments, causal=True)
     cross_mask = attention_lib.make_attention_mask(target_segments, input_segments)
-    x, _ = self.decoder(x, self_mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
-                        deterministic=deterministic, rngs=rngs)
+    x, _ = self.decoder(x, self_mask, positions=positions, encoded=encoded, cross_mask=cross_mask, layout=layout,
+                        encoded_layout=encoded_layout, deterministic=deterministic, rngs=rngs)
     return self._target_embedder.logits(x)
 
   def __call__(self, inputs, decoder_inputs, *, input_segments=None, target_segments=None,
-               input_positions=None, target_positions=None, deterministic=True, rngs=None):
-    """Logits [batch, tgt_len, vocab] of the targets given sources (packed when segments are given)."""
+               input_positions=None, target_positions=None, input_layout=None, target_layout=None,
+               deterministic=True, rngs=None):
+    """Logits [batch, tgt_len, vocab] of the targets given sources (packed when segments are given).
+
+    With layouts of the sources and the targets (tx_jax.models.token_layout), the logits are
+    `target_layout`'s tokens' [groups * capacity, vocab]: no layer but attention computes on padding.
+    """
     input_segments = (inputs != self.cfg.pad_id).astype(jnp.int32) if input_segments is None else input_segments
-    encoded = self.encode(inputs, input_segments, input_positions, deterministic=deterministic, rngs=rngs)
+    encoded = self.encode(inputs, input_segments, input_positions, layout=input_layout,
+                          deterministic=deterministic, rngs=rngs)
     return self.decode(decoder_inputs, encoded, input_segments, target_segments, target_positions,
-                       deterministic=deterministic, rngs=rngs)
+                       layout=target_layout, encoded_layout=input_layout, deterministic=deterministic, rngs=rngs)
 
   def init_cache(self, encoded, max_decode_len: int, beam_size: int = 1):
     """Decoding state for `encoded` [batch, src_len, emb_dim]: per-layer KV caches and what each hypothesis sees.

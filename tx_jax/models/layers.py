@@ -166,19 +166,24 @@ class Block(nnx.Module):
     return (x if pre else norm(x)), aux
 
   def __call__(self, x, self_mask, *, positions=None, encoded=None, cross_mask=None,
-               cache=None, cache_index=None, deterministic=True, rngs=None):
-    """x: [batch, len, emb_dim]. Returns (x, cache) where cache holds this layer's updated KV cache."""
+               cache=None, cache_index=None, layout=None, encoded_layout=None, deterministic=True, rngs=None):
+    """x: [batch, len, emb_dim]. Returns (x, cache) where cache holds this layer's updated KV cache.
+
+    With a `layout` (tx_jax.models.token_layout), x is its tokens [groups * capacity, emb_dim], and
+    `encoded` those of `encoded_layout`.
+    """
     kw = dict(deterministic=deterministic, rngs=rngs)
     cache = cache or {}
     x, self_cache = self._residual(
       x, self.self_attention_norm,
       lambda h: self.self_attention(h, mask=self_mask, positions=positions, cache=cache.get("self"),
-                                    cache_index=cache_index, **kw), deterministic, rngs)
+                                    cache_index=cache_index, layout=layout, **kw), deterministic, rngs)
     new_cache = {"self": self_cache} if self_cache is not None else {}
     if self.has_cross_attention:
       x, cross_cache = self._residual(
         x, self.cross_attention_norm,
-        lambda h: self.cross_attention(h, encoded, mask=cross_mask, cache=cache.get("cross"), **kw),
+        lambda h: self.cross_attention(h, encoded, mask=cross_mask, cache=cache.get("cross"), layout=layout,
+                                       kv_layout=encoded_layout, **kw),
         deterministic, rngs)
       if cross_cache is not None:
         new_cache["cross"] = cross_cache
@@ -197,20 +202,21 @@ class Stack(nnx.Module):
       self.final_norm = make_norm(cfg, rngs)
 
   def __call__(self, x, mask, *, positions=None, encoded=None, cross_mask=None, cache=None, cache_index=None,
-               deterministic=True, rngs=None):
-    """x: [batch, len, emb_dim] -> (x, per-layer caches or None)."""
+               layout=None, encoded_layout=None, deterministic=True, rngs=None):
+    """x: [batch, len, emb_dim] (or a `layout`'s tokens, see Block) -> (x, per-layer caches or None)."""
     new_cache = []
+    layouts = (layout, encoded_layout)
     if cache is None:
-      def run(block, x, mask, positions, encoded, cross_mask, rngs):
-        return block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
-                     deterministic=deterministic, rngs=rngs)[0]
+      def run(block, x, mask, positions, encoded, cross_mask, layouts, rngs):
+        return block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask, layout=layouts[0],
+                     encoded_layout=layouts[1], deterministic=deterministic, rngs=rngs)[0]
       if self.cfg.remat_mode != "none":  # keep what the policy saves (full: block inputs); recompute the rest
         run = nnx.remat(run, policy=config_lib.REMAT_POLICIES[self.cfg.remat_mode])
       if self.cfg.scan_layers and not self.blocks[0].self_attention.sow_weights:
-        x = self._scan_blocks(x, mask, positions, encoded, cross_mask, deterministic, rngs)
+        x = self._scan_blocks(x, mask, positions, encoded, cross_mask, layouts, deterministic, rngs)
       else:
         for block in self.blocks:
-          x = run(block, x, mask, positions, encoded, cross_mask, rngs)
+          x = run(block, x, mask, positions, encoded, cross_mask, layouts, rngs)
     else:  # incremental decoding
       for block, layer_cache in zip(self.blocks, cache):
         x, layer_cache = block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask, cache=layer_cache,
@@ -219,7 +225,7 @@ class Stack(nnx.Module):
     x = self.final_norm(x) if self.cfg.has_final_norm else x
     return x, (new_cache if cache is not None else None)
 
-  def _scan_blocks(self, x, mask, positions, encoded, cross_mask, deterministic, rngs):
+  def _scan_blocks(self, x, mask, positions, encoded, cross_mask, layouts, deterministic, rngs):
     """The blocks as one jax.lax.scan: XLA compiles a single block however deep the stack is.
 
     The parameters stay one pytree per block (so checkpoints are the same with or without scan)
@@ -234,8 +240,8 @@ class Stack(nnx.Module):
       state, key = layer
       block = nnx.merge(graphdef, state)
       layer_rngs = nnx.Rngs(dropout=key) if key is not None else None
-      return block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask,
-                   deterministic=deterministic, rngs=layer_rngs)[0], None
+      return block(x, mask, positions=positions, encoded=encoded, cross_mask=cross_mask, layout=layouts[0],
+                   encoded_layout=layouts[1], deterministic=deterministic, rngs=layer_rngs)[0], None
 
     if self.cfg.remat_mode != "none":
       body = jax.checkpoint(body, policy=config_lib.REMAT_POLICIES[self.cfg.remat_mode])

@@ -33,6 +33,7 @@ class Task:
   vocab_suffix = ""  # tells vocabularies of the same corpus apart by what they must hold
   with_mask = False  # the vocabulary reserves tokenizer.MASK_ID for [MASK]
   needs_own_vocabulary = False  # only tx_jax's SentencePiece vocabulary will do (its [MASK] and special ids)
+  skips_padding = False  # metric_sums takes token_capacity (config.token_capacity < 1)
 
   # --- configuration
   def validate(self, config, fail):

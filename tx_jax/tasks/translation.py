@@ -2,9 +2,11 @@
 
 import functools
 
+import jax
 import numpy as np
 
 from tx_jax.data import pipeline
+from tx_jax.models import token_layout
 from tx_jax.tasks import base
 from tx_jax.training import losses
 
@@ -56,14 +58,40 @@ class Translation(base.Task):
   def empty_row(self, config, length):
     return pipeline.empty_packed_row({"inputs": length, "targets": length})
 
-  def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
+  skips_padding = True  # metric_sums takes token_capacity (tx_jax.models.token_layout)
+
+  def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15,
+                  token_capacity=None):
+    """Loss sums of the targets; with token_capacity (groups, fraction), computed without the padding where it fits."""
+    if token_capacity is None:
+      return self._sums(model, batch, label_smoothing, deterministic, rng, layouts=None)
+    groups, fraction = token_capacity
+    capacities = {k: token_layout.capacity_for(*batch[k].shape, groups, fraction) for k in ("inputs", "targets")}
+    fits = (token_layout.TokenLayout.fits(batch["inputs_segment_ids"], groups, capacities["inputs"])
+            & token_layout.TokenLayout.fits(batch["targets_segment_ids"], groups, capacities["targets"]))
+
+    def unpadded(_):
+      layouts = {k: token_layout.TokenLayout.of(batch[f"{k}_segment_ids"], groups, capacities[k])
+                 for k in ("inputs", "targets")}
+      return self._sums(model, batch, label_smoothing, deterministic, rng, layouts)
+
+    # A batch with more real tokens than the capacity takes the padded computation: same sums, no token dropped.
+    return jax.lax.cond(fits, unpadded, lambda _: self._sums(model, batch, label_smoothing, deterministic, rng,
+                                                             layouts=None), None)
+
+  @staticmethod
+  def _sums(model, batch, label_smoothing, deterministic, rng, layouts):
+    """Loss sums of the model on `batch`, over rows (layouts None) or over the layouts' tokens."""
     rngs = base.dropout_rngs(deterministic, rng)
-    segments = batch["targets_segment_ids"]
+    segments, targets = batch["targets_segment_ids"], batch["targets"]
     logits = model(batch["inputs"], batch["decoder_inputs"],
                    input_segments=batch["inputs_segment_ids"], target_segments=segments,
                    input_positions=batch["inputs_positions"], target_positions=batch["targets_positions"],
+                   input_layout=layouts and layouts["inputs"], target_layout=layouts and layouts["targets"],
                    deterministic=deterministic, rngs=rngs)
-    return losses.loss_sums(logits, batch["targets"], segments != 0, label_smoothing)
+    if layouts is not None:  # the targets in the logits' layout; empty slots have segment 0, so weight 0
+      segments, targets = layouts["targets"].unpad(segments), layouts["targets"].unpad(targets)
+    return losses.loss_sums(logits, targets, segments != 0, label_smoothing)
 
   def forward_flops(self, cfg, batch):
     d, q, kv, ffn = block_sizes(cfg)

@@ -34,7 +34,8 @@ def build(config, mesh, abstract_only=False, compile_ahead=False):
     prng_impl=config.get("prng_impl", "threefry2x32"))
   task = tasks.get(config)
   step_args = dict(task=task, label_smoothing=config.label_smoothing,
-                   mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1))
+                   mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1),
+                   token_capacity=config.get("token_capacity", 1.0))
   pmap = config.get("parallelism", "jit") == "pmap"
   if pmap:  # replicated state: the same pytree and checkpoints as jit's
     train_fn, eval_fn = pmap_step.compile_pmap_steps(graphdef, tx, schedule, mesh, **step_args)

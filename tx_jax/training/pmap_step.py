@@ -34,12 +34,12 @@ def check_data_only_mesh(mesh):
 
 
 def pmap_train_step(state, batch: dict, *, graphdef, tx, schedule, task, label_smoothing: float,
-                    mask_rate: float = 0.15, grad_accum_steps: int = 1):
+                    mask_rate: float = 0.15, grad_accum_steps: int = 1, token_capacity=None):
   """One step on this device's rows [rows / devices, len]; gradients and metric sums added over devices."""
   rng = jax.random.fold_in(step_lib.step_rng(state), jax.lax.axis_index(AXIS))  # own dropout per device
   grads, sums = step_lib.summed_gradients(state.params, batch, rng, graphdef=graphdef, task=task,
                                           label_smoothing=label_smoothing, mask_rate=mask_rate,
-                                          grad_accum_steps=grad_accum_steps)
+                                          grad_accum_steps=grad_accum_steps, token_capacity=token_capacity)
   grads, sums = jax.lax.psum((grads, sums), AXIS)  # global sums: identical on every device from here on
   return step_lib.apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
 
@@ -50,7 +50,7 @@ def pmap_eval_step(params, batch: dict, **task_args) -> dict:
 
 
 def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task, label_smoothing: float,
-                       mask_rate: float = 0.15, grad_accum_steps: int = 1):
+                       mask_rate: float = 0.15, grad_accum_steps: int = 1, token_capacity: float = 1.0):
   """jax.pmap train and eval steps over the mesh's devices; they take and return what jit's steps do.
 
   Inputs: the replicated state (or params) and a global batch from parallel.global_batch
@@ -62,7 +62,8 @@ def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task, label_smoothing: f
   task_args = dict(task=task, label_smoothing=label_smoothing, mask_rate=mask_rate)
   pmap = functools.partial(jax.pmap, axis_name=AXIS, in_axes=(None, 0), devices=devices, axis_size=n)
   train = pmap(functools.partial(pmap_train_step, graphdef=graphdef, tx=tx, schedule=schedule,
-                                 grad_accum_steps=grad_accum_steps, **task_args),
+                                 grad_accum_steps=grad_accum_steps,
+                                 token_capacity=(1, token_capacity) if token_capacity < 1.0 else None, **task_args),
                out_axes=(None, None), donate_argnums=(0,))
   evaluate = pmap(functools.partial(pmap_eval_step, graphdef=graphdef, **task_args), out_axes=None)
   # [rows, len] sharded over the devices -> [devices, rows / devices, len]: a local reshape, no data moves.

@@ -1,6 +1,7 @@
 """Train state, its sharded initialisation, and the compiled train and eval steps."""
 
 import functools
+import math
 from typing import Any
 
 import flax.struct
@@ -87,7 +88,7 @@ def step_rng(state: TrainState) -> jax.Array:
 
 
 def summed_gradients(params, batch: dict, rng, *, graphdef, task, label_smoothing: float,
-                     mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None):
+                     mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None, token_capacity=None):
   """Gradients of the *summed* loss and the metric sums of `batch`, over `grad_accum_steps` microbatches.
 
   Both are sums over the batch; dividing once by the total sums["tokens"] (apply_gradients) makes
@@ -95,10 +96,13 @@ def summed_gradients(params, batch: dict, rng, *, graphdef, task, label_smoothin
   `micro_sharding` places the stacked microbatches [k, rows / k, ...] (jit: P(None, batch axes)).
   Microbatch j draws dropout and MLM masks from fold_in(rng, j), so only without those random
   draws is the step bit-for-bit the large batch's up to summation order.
+  `token_capacity` (groups, fraction): the task computes without the padding (tx_jax.models.token_layout).
   """
+  skip = {"token_capacity": token_capacity} if token_capacity is not None else {}
+
   def loss_sum(params, micro, key):
     sums = task.metric_sums(nnx.merge(graphdef, params), micro, label_smoothing=label_smoothing,
-                            deterministic=False, rng=key, mask_rate=mask_rate)
+                            deterministic=False, rng=key, mask_rate=mask_rate, **skip)
     return sums["loss"], sums
 
   grad_fn = jax.grad(loss_sum, has_aux=True)
@@ -135,11 +139,12 @@ def apply_gradients(state: TrainState, grads, sums: dict, *, tx, schedule):
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, task, label_smoothing: float,
-               mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None):
+               mask_rate: float = 0.15, grad_accum_steps: int = 1, micro_sharding=None, token_capacity=None):
   """One optimizer step on a global batch of `task` (a tx_jax.tasks.Task); returns (state, metric sums)."""
   grads, sums = summed_gradients(state.params, batch, step_rng(state), graphdef=graphdef, task=task,
                                  label_smoothing=label_smoothing, mask_rate=mask_rate,
-                                 grad_accum_steps=grad_accum_steps, micro_sharding=micro_sharding)
+                                 grad_accum_steps=grad_accum_steps, micro_sharding=micro_sharding,
+                                 token_capacity=token_capacity)
   return apply_gradients(state, grads, sums, tx=tx, schedule=schedule)
 
 
@@ -150,15 +155,20 @@ def eval_step(params, batch: dict, *, graphdef, task, label_smoothing: float, ma
 
 
 def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, *, task, label_smoothing: float,
-                  mask_rate: float = 0.15, grad_accum_steps: int = 1):
-  """jax.jit-compiled train and eval steps with the state's and the batch's shardings."""
+                  mask_rate: float = 0.15, grad_accum_steps: int = 1, token_capacity: float = 1.0):
+  """jax.jit-compiled train and eval steps with the state's and the batch's shardings.
+
+  token_capacity < 1: the train step skips padding in groups of rows, one group per batch shard.
+  """
   batch_sharding = parallel.batch_sharding(mesh)
+  shards = math.prod(mesh.shape[a] for a in parallel.BATCH_AXES)
+  capacity = (shards, token_capacity) if token_capacity < 1.0 else None
   task_args = dict(task=task, label_smoothing=label_smoothing, mask_rate=mask_rate)
   micro_sharding = NamedSharding(mesh, P(None, parallel.BATCH_AXES))  # [k, rows / k, ...]
   options = xla_options.compile_options() or None  # the CPU's full vector width (tx_jax/xla_options.py)
   train = jax.jit(
     functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, grad_accum_steps=grad_accum_steps,
-                      micro_sharding=micro_sharding, **task_args),
+                      micro_sharding=micro_sharding, token_capacity=capacity, **task_args),
     in_shardings=(shardings, batch_sharding), out_shardings=(shardings, parallel.replicated(mesh)),
     donate_argnums=(0,), compiler_options=options)
   evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef, **task_args),

@@ -1,0 +1,91 @@
+"""Training without the padding: the layouts' tokens give the padded model's loss and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tx_jax import configuration, errors
+from tx_jax.models.config import ModelConfig
+from tx_jax.models.encoder_decoder import EncoderDecoder
+from tx_jax.models.token_layout import TokenLayout, capacity_for
+from tx_jax.tasks.translation import Translation
+
+VOCAB, ROWS, LENGTH = 64, 8, 12
+
+
+def _batch(seed=0):
+  """A translation batch of unpacked rows, each padded after its own length (as tx_jax's task lays them out)."""
+  rng = np.random.default_rng(seed)
+  batch = {}
+  for key in ("inputs", "targets"):
+    lengths = rng.integers(3, LENGTH + 1, ROWS)
+    valid = np.arange(LENGTH)[None] < lengths[:, None]
+    batch[key] = np.where(valid, rng.integers(4, VOCAB, (ROWS, LENGTH)), 0).astype(np.int32)
+    batch[f"{key}_segment_ids"] = valid.astype(np.int32)
+    batch[f"{key}_positions"] = (np.arange(LENGTH)[None] * valid).astype(np.int32)
+  batch["decoder_inputs"] = np.concatenate([np.full((ROWS, 1), 3), batch["targets"][:, :-1]], 1).astype(np.int32)
+  return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def test_unpad_then_pad_keeps_the_real_tokens_and_zeros_the_padding():
+  batch = _batch()
+  segments = batch["targets_segment_ids"]
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(ROWS, LENGTH, 5)), jnp.float32)
+  for groups in (1, 2, 4):
+    real = int(np.asarray(segments).reshape(groups, -1).sum(1).max())
+    layout = TokenLayout.of(segments, groups, real)
+    tokens = layout.unpad(x)
+    assert tokens.shape == (groups * real, 5)
+    np.testing.assert_array_equal(layout.pad(tokens), x * segments[..., None])
+    assert bool(TokenLayout.fits(segments, groups, real)) and not bool(TokenLayout.fits(segments, groups, real - 1))
+
+
+@pytest.mark.parametrize("kw", [{}, dict(num_kv_heads=2), dict(positions="rope", norm_position="post")])
+def test_tokens_without_padding_give_the_padded_loss_and_gradients(kw):
+  cfg = ModelConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=2,
+                    num_decoder_layers=2, dropout_rate=0.0, attention_dropout_rate=0.0, **kw)
+  graphdef, params = nnx.split(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+  batch = _batch()
+
+  def loss(params, groups):
+    layouts = None
+    if groups:  # the tightest capacity: the fullest group fills it
+      layouts = {k: TokenLayout.of(batch[f"{k}_segment_ids"], groups,
+                                   int(np.asarray(batch[f"{k}_segment_ids"]).reshape(groups, -1).sum(1).max()))
+                 for k in ("inputs", "targets")}
+    sums = Translation._sums(nnx.merge(graphdef, params), batch, 0.1, True, None, layouts)
+    return sums["loss"], sums
+
+  (padded, padded_sums), padded_grads = jax.value_and_grad(loss, has_aux=True)(params, 0)
+  for groups in (1, 2):
+    (got, sums), grads = jax.value_and_grad(loss, has_aux=True)(params, groups)
+    assert float(sums["tokens"]) == float(padded_sums["tokens"]) == float(batch["targets_segment_ids"].sum())
+    np.testing.assert_allclose(got, padded, rtol=1e-5)
+    # Against the largest gradient: the attention key biases' gradients are zero up to rounding in both.
+    scale = max(float(jnp.abs(p).max()) for p in jax.tree.leaves(padded_grads))
+    for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(padded_grads), strict=True):
+      np.testing.assert_allclose(g, p, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_a_batch_over_the_capacity_takes_the_padded_step():
+  cfg = ModelConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=1,
+                    num_decoder_layers=1, dropout_rate=0.0, attention_dropout_rate=0.0)
+  model, batch = EncoderDecoder(cfg, rngs=nnx.Rngs(0)), _batch()
+  fill = float(batch["targets_segment_ids"].mean())
+  padded = Translation().metric_sums(model, batch, label_smoothing=0.1, deterministic=True)
+  for fraction in (fill / 2, 0.99):  # too small: the padded branch; all slots: the layouts'
+    sums = jax.jit(lambda b, f=fraction: Translation().metric_sums(model, b, label_smoothing=0.1, deterministic=True,
+                                                                   token_capacity=(2, f)))(batch)
+    np.testing.assert_allclose(sums["loss"], padded["loss"], rtol=1e-5)
+    assert float(sums["tokens"]) == float(padded["tokens"])
+  assert capacity_for(ROWS, LENGTH, 2, fill / 2) < ROWS // 2 * LENGTH * fill
+
+
+def test_token_capacity_is_for_tasks_that_skip_padding(tiny_config):
+  tiny_config.token_capacity = 0.8
+  configuration.validate(tiny_config)  # translation
+  tiny_config.task = "lm"
+  with pytest.raises(errors.ConfigError, match=r"config\.token_capacity=0\.8 must be 1\.0 for config\.task='lm'"):
+    configuration.validate(tiny_config)
