@@ -20,7 +20,10 @@ loop: the replicated state's layout changes after the first update); the per-rou
 both. The matmul ceilings are float32 [2048, 2048] products, best of 10, each framework in a
 process of its own. Each --tx_jax_flags value (space-separated --config.x=y overrides) is one
 more tx_jax row. The tx_jax processes run with --config.compilation_cache=False, so that their
-first step compiles cold like the Flax example's (override it to see a warm start).
+first step compiles cold like the Flax example's (override it to see a warm start). The batches
+are 75-77 % real tokens: --tx_jax_flags="--config.token_capacity=0.77" adds a row of tx_jax
+computing on those alone (tx_jax/models/token_layout.py; the peers and the plain row compute on
+the padding too).
 
 tx_jax's entry points run with a tuned malloc (tx_jax/host_memory.py: one arena that keeps freed
 memory), so its worker does by default and the peers run as they do by default; --tuned_malloc=all

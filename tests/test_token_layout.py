@@ -11,6 +11,7 @@ from tx_jax.models.config import ModelConfig
 from tx_jax.models.encoder_decoder import EncoderDecoder
 from tx_jax.models.token_layout import TokenLayout, capacity_for
 from tx_jax.tasks.translation import Translation
+from tx_jax.training import metrics
 
 VOCAB, ROWS, LENGTH = 64, 8, 12
 
@@ -75,11 +76,13 @@ def test_a_batch_over_the_capacity_takes_the_padded_step():
   model, batch = EncoderDecoder(cfg, rngs=nnx.Rngs(0)), _batch()
   fill = float(batch["targets_segment_ids"].mean())
   padded = Translation().metric_sums(model, batch, label_smoothing=0.1, deterministic=True)
-  for fraction in (fill / 2, 0.99):  # too small: the padded branch; all slots: the layouts'
+  for fraction, over in ((fill / 2, 1.0), (0.99, 0.0)):  # too small: the padded branch; all slots: the layouts'
     sums = jax.jit(lambda b, f=fraction: Translation().metric_sums(model, b, label_smoothing=0.1, deterministic=True,
                                                                    token_capacity=(2, f)))(batch)
     np.testing.assert_allclose(sums["loss"], padded["loss"], rtol=1e-5)
     assert float(sums["tokens"]) == float(padded["tokens"])
+    assert float(sums["over_capacity"]) == over  # which branch ran; train/over_capacity in TensorBoard
+    assert metrics.summarize(dict(sums, steps=1.0, grad_norm=0.0, learning_rate=0.0), "train")["train/over_capacity"] == over
   assert capacity_for(ROWS, LENGTH, 2, fill / 2) < ROWS // 2 * LENGTH * fill
 
 

@@ -48,6 +48,7 @@ class TokenLayout:
 
   @property
   def groups(self) -> int:
+    """Groups of rows (one per device holding rows of the batch), each with its own `capacity` slots."""
     return self.index.shape[0]
 
   def unpad(self, x):

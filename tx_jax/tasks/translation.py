@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tx_jax.data import pipeline
@@ -76,8 +77,9 @@ class Translation(base.Task):
       return self._sums(model, batch, label_smoothing, deterministic, rng, layouts)
 
     # A batch with more real tokens than the capacity takes the padded computation: same sums, no token dropped.
-    return jax.lax.cond(fits, unpadded, lambda _: self._sums(model, batch, label_smoothing, deterministic, rng,
+    sums = jax.lax.cond(fits, unpadded, lambda _: self._sums(model, batch, label_smoothing, deterministic, rng,
                                                              layouts=None), None)
+    return dict(sums, over_capacity=1.0 - fits.astype(jnp.float32))  # logged as train/over_capacity
 
   @staticmethod
   def _sums(model, batch, label_smoothing, deterministic, rng, layouts):
