@@ -37,10 +37,11 @@ def test_dense_keeps_linear_parameters_and_float32_behaviour():
 
 @pytest.mark.parametrize("transpose_w", [False, True])
 @pytest.mark.parametrize("n_in,n_out", [(24, 16), (96, 4), (4, 96)])  # the kernel gradient in either orientation
-def test_float32_mixed_dot_gives_autodiff_values_and_gradients(transpose_w, n_in, n_out):
-  x = jax.random.normal(jax.random.key(4), (3, 5, n_in))
+@pytest.mark.parametrize("lead", [(3, 5), (24,), (13,)])  # rows; tokens (token_layout), split by 8 or not
+def test_float32_mixed_dot_gives_autodiff_values_and_gradients(transpose_w, n_in, n_out, lead):
+  x = jax.random.normal(jax.random.key(4), (*lead, n_in))
   w = jax.random.normal(jax.random.key(5), (n_out, n_in) if transpose_w else (n_in, n_out))
-  c = jax.random.normal(jax.random.key(6), (3, 5, n_out))
+  c = jax.random.normal(jax.random.key(6), (*lead, n_out))
   own = lambda x, w: jnp.sum(matmul.mixed_dot(x, w, jnp.float32, transpose_w) * c)
   plain = lambda x, w: jnp.sum((x @ (w.T if transpose_w else w)) * c)
   np.testing.assert_allclose(own(x, w), plain(x, w), rtol=1e-5)
@@ -58,6 +59,15 @@ def test_kernel_gradient_copies_the_smaller_side():
   assert "transpose" in str(flipped) and "transpose" not in str(direct)
   assert "optimization_barrier" in str(flipped)  # the transpose stays outside the product (see _kernel_grad)
   np.testing.assert_allclose(matmul._kernel_grad(wide, narrow * 2, lead, 96 * 4), jnp.einsum("bli,blo->io", wide, narrow * 2))
+
+
+def test_kernel_gradient_over_one_token_axis_contracts_two():
+  """[tokens, d] goes in as [tokens / 8, 8, d], whose product XLA:CPU runs on YNNPACK (see _kernel_grad)."""
+  x, g = jax.random.normal(jax.random.key(7), (16, 24)), jax.random.normal(jax.random.key(8), (16, 6))
+  dots = [e for e in jax.make_jaxpr(lambda a, b: matmul._kernel_grad(a, b, (0,), 24 * 6))(x, g).eqns
+          if e.primitive.name == "dot_general"]
+  assert [e.params["dimension_numbers"][0] for e in dots] == [((0, 1), (0, 1))]
+  np.testing.assert_allclose(matmul._kernel_grad(x, g, (0,), 24 * 6), x.T @ g, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
