@@ -147,7 +147,10 @@ class Task:
   # --- model
   def metric_sums(self, model: nnx.Module, batch: dict, *, label_smoothing: float, deterministic: bool, rng=None,
                   mask_rate: float = 0.15) -> dict:
-    """Summed loss and metrics of `model` on one batch (tx_jax.training.losses)."""
+    """Summed loss and metrics of `model` on one batch (tx_jax.training.losses).
+
+    A task with `skips_padding` also takes token_capacity=(groups, fraction) (config.token_capacity < 1).
+    """
     raise NotImplementedError
 
   def forward_flops(self, cfg, batch: dict) -> float:
