@@ -17,8 +17,8 @@ def _train_step_compiles_at_first_call(config, caplog, ahead: bool = True) -> li
   return train_step_compiles(lambda: jax.block_until_ready(train_fn(state, batch)), caplog)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"grad_accum_steps": 2}, {"task": "lm"}],
-                         ids=["translation", "grad_accum", "lm"])
+@pytest.mark.parametrize("overrides", [{}, {"grad_accum_steps": 2}, {"task": "lm"}, {"token_capacity": 0.99}],
+                         ids=["translation", "grad_accum", "lm", "token_capacity"])
 def test_first_step_runs_the_step_compiled_ahead(small_corpus_dir, vocab_dir, tmp_path, caplog, overrides):
   config = make_tiny_config(small_corpus_dir, vocab_dir, **overrides)
   if overrides.get("task") == "lm":

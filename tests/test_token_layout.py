@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tx_jax import configuration, errors
+from conftest import first_train_batch, train_step_compiles
+from tx_jax import configuration, errors, parallel
 from tx_jax.models.config import ModelConfig
 from tx_jax.models.encoder_decoder import EncoderDecoder
 from tx_jax.models.token_layout import TokenLayout, capacity_for
 from tx_jax.tasks.translation import Translation
-from tx_jax.training import metrics
+from tx_jax.training import experiment, metrics, padding_choice
 
 VOCAB, ROWS, LENGTH = 64, 8, 12
 
@@ -77,13 +78,49 @@ def test_a_batch_over_the_capacity_takes_the_padded_step():
   fill = float(batch["targets_segment_ids"].mean())
   padded = Translation().metric_sums(model, batch, label_smoothing=0.1, deterministic=True)
   for fraction, over in ((fill / 2, 1.0), (0.99, 0.0)):  # too small: the padded branch; all slots: the layouts'
-    sums = jax.jit(lambda b, f=fraction: Translation().metric_sums(model, b, label_smoothing=0.1, deterministic=True,
-                                                                   token_capacity=(2, f)))(batch)
-    np.testing.assert_allclose(sums["loss"], padded["loss"], rtol=1e-5)
-    assert float(sums["tokens"]) == float(padded["tokens"])
-    assert float(sums["over_capacity"]) == over  # which branch ran; train/over_capacity in TensorBoard
-    assert metrics.summarize(dict(sums, steps=1.0, grad_norm=0.0, learning_rate=0.0), "train")["train/over_capacity"] == over
+    host_fits = Translation.fits_capacity(jax.device_get(batch), 2, fraction)  # numpy, as padding_choice counts
+    assert isinstance(host_fits, np.bool_) and bool(host_fits) == (over == 0.0)
+    for fits in (None, bool(host_fits)):  # decided on the device (lax.cond), then by the host
+      sums = jax.jit(lambda b, f=fraction, fits=fits: Translation().metric_sums(
+        model, b, label_smoothing=0.1, deterministic=True, token_capacity=(2, f, fits)))(batch)
+      np.testing.assert_allclose(sums["loss"], padded["loss"], rtol=1e-5)
+      assert float(sums["tokens"]) == float(padded["tokens"])
+      assert float(sums["over_capacity"]) == over  # which computation ran; train/over_capacity in TensorBoard
+      summary = metrics.summarize(dict(sums, steps=1.0, grad_norm=0.0, learning_rate=0.0), "train")
+      assert summary["train/over_capacity"] == over
   assert capacity_for(ROWS, LENGTH, 2, fill / 2) < ROWS // 2 * LENGTH * fill
+
+
+def test_the_host_counts_each_microbatch_as_the_step_splits_it():
+  batch = jax.device_get(_batch())
+  for key in ("inputs", "targets"):  # rows 0, 2, 4, 6 full, 1, 3, 5, 7 empty: microbatch 0 of 2 is all tokens
+    batch[f"{key}_segment_ids"] = np.repeat([[1], [0]], ROWS // 2, axis=1).T.reshape(ROWS, 1) * np.ones(LENGTH, int)
+  assert padding_choice.batch_fits(Translation(), batch, groups=2, fraction=0.5, grad_accum_steps=1)
+  assert not padding_choice.batch_fits(Translation(), batch, groups=2, fraction=0.5, grad_accum_steps=2)
+  assert padding_choice.batch_fits(Translation(), batch, groups=2, fraction=1.0, grad_accum_steps=2)
+
+
+def test_the_host_runs_the_padded_step_only_for_batches_over_the_capacity(tiny_config, caplog):
+  """tx_jax.train's steps with token_capacity: the step compiled ahead skips the padding, the padded one compiles once."""
+  tiny_config.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+  mesh = parallel.make_mesh(tiny_config.mesh_shape)
+  full = first_train_batch(tiny_config, parallel.global_rows(tiny_config))  # packed rows: nearly every slot
+  half = {k: np.where(np.arange(len(v)).reshape(-1, *[1] * (v.ndim - 1)) < len(v) // 2, v, 0) for k, v in full.items()}
+  plain_config = tiny_config.copy_and_resolve_references()
+  tiny_config.token_capacity = 0.6
+  _, state, train_fn, _ = experiment.build(tiny_config, mesh, compile_ahead=True)
+  _, plain_state, plain_fn, _ = experiment.build(plain_config, mesh)
+  assert isinstance(train_fn, padding_choice.ChosenOnHost)
+  for batch, over, compiles in ((half, 0.0, 0), (full, 1.0, 1), (full, 1.0, 0), (half, 0.0, 0)):
+    out = {}
+    compiled = train_step_compiles(lambda b=batch: out.update(step=train_fn(state, parallel.global_batch(b, mesh))),
+                                   caplog)
+    assert len(compiled) == compiles, compiled  # the padded step compiles at the first batch that needs it
+    state, sums = out["step"]
+    plain_state, plain_sums = plain_fn(plain_state, parallel.global_batch(batch, mesh))
+    assert float(sums["over_capacity"]) == over
+    assert float(sums["tokens"]) == float(plain_sums["tokens"]) == float((batch["targets_segment_ids"] != 0).sum())
+    np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
 
 
 def test_token_capacity_is_for_tasks_that_skip_padding(tiny_config):

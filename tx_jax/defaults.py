@@ -107,7 +107,8 @@ def get_config():
   config.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | nothing_saveable
   config.scan_layers = False  # True: the blocks run as one lax.scan (compile time independent of depth)
   # < 1 (translation): training computes every layer but attention on the non-padding tokens only, in this
-  # share of each device's row slots; a batch with more real tokens takes the padded step (same result).
+  # share of each device's row slots; a batch with more real tokens takes the padded step (same result;
+  # tx_jax/training/padding_choice.py).
   # For unpacked or sparsely packed rows (tx_jax's packed rows are ~all tokens: leave it at 1.0).
   config.token_capacity = 1.0
 

@@ -106,6 +106,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def batch_shards(mesh: Mesh) -> int:
+  """Devices a batch's rows are split over: the product of the batch axes' sizes."""
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   """Every device holds the whole value."""
   return NamedSharding(mesh, P())

@@ -5,8 +5,9 @@ projection, feed-forward, norm and output-layer product on nothing. A `TokenLayo
 real tokens of each group of rows (one group per device that holds rows of the batch, so no token
 leaves its device) into `capacity` slots each, [groups * capacity, ...]; the position-wise layers run
 there, and attention, which needs rows, gets them back with `pad`. Slots beyond a group's tokens
-are zeros and carry weight 0 in the loss. `capacity` is static: it must hold every group's tokens
-(`fits` says whether it does, for a `jax.lax.cond` onto the padded computation when not).
+are zeros and carry weight 0 in the loss. `capacity` is static: it must hold every group's tokens.
+`fits` says whether it does, on the host (tx_jax/training/padding_choice.py then runs the padded
+step for a batch that does not fit) or on the device (for a `jax.lax.cond` onto the padded computation).
 Written by hand: no JAX library offers a static-capacity unpadding that keeps the device groups.
 """
 
@@ -42,9 +43,9 @@ class TokenLayout:
 
   @staticmethod
   def fits(segments, groups: int, capacity: int):
-    """Whether every group of segments [rows, len] has at most `capacity` real tokens (a bool scalar)."""
+    """Whether every group of segments [rows, len] has at most `capacity` real tokens (numpy or jax bool scalar)."""
     counts = (segments.reshape(groups, -1) != 0).sum(axis=1)
-    return jnp.all(counts <= capacity)
+    return (counts <= capacity).all()  # methods, not jnp: a numpy batch is counted on the host
 
   @property
   def groups(self) -> int:

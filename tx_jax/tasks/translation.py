@@ -63,23 +63,38 @@ class Translation(base.Task):
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15,
                   token_capacity=None):
-    """Loss sums of the targets; with token_capacity (groups, fraction), computed without the padding where it fits."""
+    """Loss sums of the targets; with token_capacity (groups, fraction, fits), without the padding where it fits.
+
+    `fits` is the host's answer for this batch (`fits_capacity`, tx_jax/training/padding_choice.py),
+    or None to decide on the device with a `jax.lax.cond` (both computations compiled into the step).
+    """
     if token_capacity is None:
       return self._sums(model, batch, label_smoothing, deterministic, rng, layouts=None)
-    groups, fraction = token_capacity
-    capacities = {k: token_layout.capacity_for(*batch[k].shape, groups, fraction) for k in ("inputs", "targets")}
-    fits = (token_layout.TokenLayout.fits(batch["inputs_segment_ids"], groups, capacities["inputs"])
-            & token_layout.TokenLayout.fits(batch["targets_segment_ids"], groups, capacities["targets"]))
+    groups, fraction, fits = token_capacity
 
     def unpadded(_):
-      layouts = {k: token_layout.TokenLayout.of(batch[f"{k}_segment_ids"], groups, capacities[k])
+      layouts = {k: token_layout.TokenLayout.of(batch[f"{k}_segment_ids"], groups,
+                                                token_layout.capacity_for(*batch[k].shape, groups, fraction))
                  for k in ("inputs", "targets")}
       return self._sums(model, batch, label_smoothing, deterministic, rng, layouts)
 
-    # A batch with more real tokens than the capacity takes the padded computation: same sums, no token dropped.
-    sums = jax.lax.cond(fits, unpadded, lambda _: self._sums(model, batch, label_smoothing, deterministic, rng,
-                                                             layouts=None), None)
-    return dict(sums, over_capacity=1.0 - fits.astype(jnp.float32))  # logged as train/over_capacity
+    def padded(_):  # a batch with more real tokens than the capacity: same sums, no token dropped
+      return self._sums(model, batch, label_smoothing, deterministic, rng, layouts=None)
+
+    if fits is None:
+      fits = self.fits_capacity(batch, groups, fraction)
+      sums = jax.lax.cond(fits, unpadded, padded, None)
+    else:
+      sums = unpadded(None) if fits else padded(None)
+    return dict(sums, over_capacity=1.0 - jnp.asarray(fits, jnp.float32))  # logged as train/over_capacity
+
+  @staticmethod
+  def fits_capacity(batch, groups: int, fraction: float):
+    """Whether each group of rows of `batch` (numpy or jax) has its sources' and targets' real tokens within capacity."""
+    sources, targets = (token_layout.TokenLayout.fits(batch[f"{k}_segment_ids"], groups,
+                                                      token_layout.capacity_for(*batch[k].shape, groups, fraction))
+                        for k in ("inputs", "targets"))
+    return sources & targets
 
   @staticmethod
   def _sums(model, batch, label_smoothing, deterministic, rng, layouts):

@@ -13,6 +13,7 @@ from tx_jax import compilation_cache, errors, parallel, tasks
 from tx_jax.models import config as model_config
 from tx_jax.models import registry
 from tx_jax.training import compile_ahead as compile_ahead_lib
+from tx_jax.training import padding_choice
 from tx_jax.training import pmap_step
 from tx_jax.training import schedules
 from tx_jax.training import step as step_lib
@@ -34,13 +35,19 @@ def build(config, mesh, abstract_only=False, compile_ahead=False):
     prng_impl=config.get("prng_impl", "threefry2x32"))
   task = tasks.get(config)
   step_args = dict(task=task, label_smoothing=config.label_smoothing,
-                   mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1),
-                   token_capacity=config.get("token_capacity", 1.0))
+                   mask_rate=config.get("mlm_mask_rate", 0.15), grad_accum_steps=config.get("grad_accum_steps", 1))
   pmap = config.get("parallelism", "jit") == "pmap"
   if pmap:  # replicated state: the same pytree and checkpoints as jit's
-    train_fn, eval_fn = pmap_step.compile_pmap_steps(graphdef, tx, schedule, mesh, **step_args)
+    steps = lambda capacity: pmap_step.compile_pmap_steps(graphdef, tx, schedule, mesh, token_capacity=capacity,
+                                                          **step_args)
   else:
-    train_fn, eval_fn = step_lib.compile_steps(graphdef, tx, schedule, shardings, mesh, **step_args)
+    steps = lambda capacity: step_lib.compile_steps(graphdef, tx, schedule, shardings, mesh, token_capacity=capacity,
+                                                    **step_args)
+  _, eval_fn = steps(None)  # (jit and pmap compile on first use) evaluation always computes on the padding
+  train_fn = padding_choice.train_fn(lambda capacity: steps(capacity)[0], task=task,
+                                     fraction=config.get("token_capacity", 1.0),
+                                     step_groups=1 if pmap else parallel.batch_shards(mesh),
+                                     groups=parallel.batch_shards(mesh), grad_accum_steps=step_args["grad_accum_steps"])
   if abstract_only:
     return graphdef, abstract, train_fn, eval_fn
   if not compile_ahead or pmap:

@@ -50,11 +50,12 @@ def pmap_eval_step(params, batch: dict, **task_args) -> dict:
 
 
 def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task, label_smoothing: float,
-                       mask_rate: float = 0.15, grad_accum_steps: int = 1, token_capacity: float = 1.0):
+                       mask_rate: float = 0.15, grad_accum_steps: int = 1, token_capacity=None):
   """jax.pmap train and eval steps over the mesh's devices; they take and return what jit's steps do.
 
   Inputs: the replicated state (or params) and a global batch from parallel.global_batch
   [rows, len], which is reshaped to the per-device batch [devices, rows / devices, len].
+  token_capacity (1, fraction, fits): each device skips the padding of its own rows.
   """
   check_data_only_mesh(mesh)
   devices = tuple(mesh.devices.flat)
@@ -63,7 +64,7 @@ def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task, label_smoothing: f
   pmap = functools.partial(jax.pmap, axis_name=AXIS, in_axes=(None, 0), devices=devices, axis_size=n)
   train = pmap(functools.partial(pmap_train_step, graphdef=graphdef, tx=tx, schedule=schedule,
                                  grad_accum_steps=grad_accum_steps,
-                                 token_capacity=(1, token_capacity) if token_capacity < 1.0 else None, **task_args),
+                                 token_capacity=token_capacity, **task_args),
                out_axes=(None, None), donate_argnums=(0,))
   evaluate = pmap(functools.partial(pmap_eval_step, graphdef=graphdef, **task_args), out_axes=None)
   # [rows, len] sharded over the devices -> [devices, rows / devices, len]: a local reshape, no data moves.

@@ -1,7 +1,6 @@
 """Train state, its sharded initialisation, and the compiled train and eval steps."""
 
 import functools
-import math
 from typing import Any
 
 import flax.struct
@@ -96,7 +95,8 @@ def summed_gradients(params, batch: dict, rng, *, graphdef, task, label_smoothin
   `micro_sharding` places the stacked microbatches [k, rows / k, ...] (jit: P(None, batch axes)).
   Microbatch j draws dropout and MLM masks from fold_in(rng, j), so only without those random
   draws is the step bit-for-bit the large batch's up to summation order.
-  `token_capacity` (groups, fraction): the task computes without the padding (tx_jax.models.token_layout).
+  `token_capacity` (groups, fraction, fits): the task computes without the padding where it fits
+  (tx_jax.models.token_layout, tx_jax/training/padding_choice.py).
   """
   skip = {"token_capacity": token_capacity} if token_capacity is not None else {}
 
@@ -112,9 +112,7 @@ def summed_gradients(params, batch: dict, rng, *, graphdef, task, label_smoothin
   rows = jax.tree.leaves(batch)[0].shape[0]
   if rows % k:
     raise errors.ConfigError(f"config.grad_accum_steps={k} must divide the {rows} rows of the batch.")
-  # Microbatch j holds rows j, j + k, j + 2k, ...: each device's contiguous rows split evenly, so
-  # no row moves between devices. Leaves become [k, rows / k, ...].
-  micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(rows // k, k, *x.shape[1:]), 0, 1), batch)
+  micro = microbatches(batch, k)
   if micro_sharding is not None:
     micro = jax.lax.with_sharding_constraint(micro, micro_sharding)
   _, sums_shape = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
@@ -126,6 +124,15 @@ def summed_gradients(params, batch: dict, rng, *, graphdef, task, label_smoothin
 
   (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(k), micro))
   return grads, sums
+
+
+def microbatches(batch: dict, k: int) -> dict:
+  """Leaves [rows, ...] -> [k, rows / k, ...] (numpy or jax): microbatch j holds rows j, j + k, j + 2k, ...
+
+  Each device's contiguous rows split evenly, so no row moves between devices.
+  """
+  rows = jax.tree.leaves(batch)[0].shape[0]
+  return jax.tree.map(lambda x: x.reshape(rows // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
 def apply_gradients(state: TrainState, grads, sums: dict, *, tx, schedule):
@@ -155,20 +162,19 @@ def eval_step(params, batch: dict, *, graphdef, task, label_smoothing: float, ma
 
 
 def compile_steps(graphdef, tx, schedule, shardings: TrainState, mesh, *, task, label_smoothing: float,
-                  mask_rate: float = 0.15, grad_accum_steps: int = 1, token_capacity: float = 1.0):
+                  mask_rate: float = 0.15, grad_accum_steps: int = 1, token_capacity=None):
   """jax.jit-compiled train and eval steps with the state's and the batch's shardings.
 
-  token_capacity < 1: the train step skips padding in groups of rows, one group per batch shard.
+  token_capacity (groups, fraction, fits): the train step skips padding in groups of rows, one
+  group per batch shard (tx_jax/training/padding_choice.py makes it).
   """
   batch_sharding = parallel.batch_sharding(mesh)
-  shards = math.prod(mesh.shape[a] for a in parallel.BATCH_AXES)
-  capacity = (shards, token_capacity) if token_capacity < 1.0 else None
   task_args = dict(task=task, label_smoothing=label_smoothing, mask_rate=mask_rate)
   micro_sharding = NamedSharding(mesh, P(None, parallel.BATCH_AXES))  # [k, rows / k, ...]
   options = xla_options.compile_options() or None  # the CPU's full vector width (tx_jax/xla_options.py)
   train = jax.jit(
     functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, grad_accum_steps=grad_accum_steps,
-                      micro_sharding=micro_sharding, token_capacity=capacity, **task_args),
+                      micro_sharding=micro_sharding, token_capacity=token_capacity, **task_args),
     in_shardings=(shardings, batch_sharding), out_shardings=(shardings, parallel.replicated(mesh)),
     donate_argnums=(0,), compiler_options=options)
   evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef, **task_args),
