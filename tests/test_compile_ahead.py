@@ -26,9 +26,10 @@ def test_first_step_runs_the_step_compiled_ahead(small_corpus_dir, vocab_dir, tm
   assert _train_step_compiles_at_first_call(config, caplog) == []
 
 
-@pytest.mark.parametrize("task", ["mlm", "cls"])
-def test_encoder_tasks_run_the_step_compiled_ahead(vocab_dir, caplog, task):
-  assert _train_step_compiles_at_first_call(make_tiny_encoder_config(vocab_dir, task), caplog) == []
+@pytest.mark.parametrize("task, overrides", [("mlm", {}), ("cls", {}), ("cls", {"token_capacity": 0.99})],
+                         ids=["mlm", "cls", "cls_token_capacity"])
+def test_encoder_tasks_run_the_step_compiled_ahead(vocab_dir, caplog, task, overrides):
+  assert _train_step_compiles_at_first_call(make_tiny_encoder_config(vocab_dir, task, **overrides), caplog) == []
 
 
 def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog):

@@ -10,7 +10,9 @@ from conftest import first_train_batch, train_step_compiles
 from tx_jax import configuration, errors, parallel
 from tx_jax.models.config import ModelConfig
 from tx_jax.models.encoder_decoder import EncoderDecoder
-from tx_jax.models.token_layout import TokenLayout, capacity_for
+from tx_jax.models.encoder_only import EncoderOnly
+from tx_jax.models.token_layout import TokenLayout, all_fit, capacity_for
+from tx_jax.tasks.classification import Classification
 from tx_jax.tasks.translation import Translation
 from tx_jax.training import experiment, metrics, padding_choice
 
@@ -31,12 +33,17 @@ def _batch(seed=0):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
+def _fullest_group(segments, groups: int) -> int:
+  """Real tokens of the fullest of `groups` groups of rows: the tightest capacity that fits."""
+  return int(np.asarray(segments).reshape(groups, -1).sum(1).max())
+
+
 def test_unpad_then_pad_keeps_the_real_tokens_and_zeros_the_padding():
   batch = _batch()
   segments = batch["targets_segment_ids"]
   x = jnp.asarray(np.random.default_rng(1).normal(size=(ROWS, LENGTH, 5)), jnp.float32)
   for groups in (1, 2, 4):
-    real = int(np.asarray(segments).reshape(groups, -1).sum(1).max())
+    real = _fullest_group(segments, groups)
     layout = TokenLayout.of(segments, groups, real)
     tokens = layout.unpad(x)
     assert tokens.shape == (groups * real, 5)
@@ -55,7 +62,7 @@ def test_tokens_without_padding_give_the_padded_loss_and_gradients(kw):
     layouts = None
     if groups:  # the tightest capacity: the fullest group fills it
       layouts = {k: TokenLayout.of(batch[f"{k}_segment_ids"], groups,
-                                   int(np.asarray(batch[f"{k}_segment_ids"]).reshape(groups, -1).sum(1).max()))
+                                   _fullest_group(batch[f"{k}_segment_ids"], groups))
                  for k in ("inputs", "targets")}
     sums = Translation._sums(nnx.merge(graphdef, params), batch, 0.1, True, None, layouts)
     return sums["loss"], sums
@@ -71,6 +78,30 @@ def test_tokens_without_padding_give_the_padded_loss_and_gradients(kw):
       np.testing.assert_allclose(g, p, rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("kw", [dict(positions="learned", num_token_types=2, embedding_norm=True, norm_position="post",
+                                     pooler=True), dict(num_kv_heads=2)], ids=["bert", "grouped_query"])
+def test_classification_without_padding_gives_the_padded_loss_and_gradients(kw):
+  cfg = ModelConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=2,
+                    num_decoder_layers=0, num_classes=3, dropout_rate=0.0, attention_dropout_rate=0.0, **kw)
+  graphdef, params = nnx.split(EncoderOnly(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+  batch = {"inputs": _batch()["inputs"], "labels": jnp.arange(ROWS, dtype=jnp.int32) % 3}  # zero-padded rows
+  fill = float((batch["inputs"] != 0).mean())
+
+  def loss(params, capacity):
+    sums = Classification().metric_sums(nnx.merge(graphdef, params), batch, label_smoothing=0.1, deterministic=True,
+                                        token_capacity=capacity)
+    return sums["loss"], sums
+
+  (padded, padded_sums), padded_grads = jax.value_and_grad(loss, has_aux=True)(params, None)
+  scale = max(float(jnp.abs(p).max()) for p in jax.tree.leaves(padded_grads))
+  for capacity, over in (((1, 0.99, True), 0.0), ((2, 0.99, None), 0.0), ((2, fill / 2, None), 1.0)):
+    (got, sums), grads = jax.value_and_grad(loss, has_aux=True)(params, capacity)
+    assert float(sums["over_capacity"]) == over and float(sums["tokens"]) == ROWS
+    np.testing.assert_allclose(got, padded, rtol=1e-5)
+    for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(padded_grads), strict=True):
+      np.testing.assert_allclose(g, p, rtol=1e-4, atol=1e-6 * scale)
+
+
 def test_a_batch_over_the_capacity_takes_the_padded_step():
   cfg = ModelConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=1,
                     num_decoder_layers=1, dropout_rate=0.0, attention_dropout_rate=0.0)
@@ -78,7 +109,7 @@ def test_a_batch_over_the_capacity_takes_the_padded_step():
   fill = float(batch["targets_segment_ids"].mean())
   padded = Translation().metric_sums(model, batch, label_smoothing=0.1, deterministic=True)
   for fraction, over in ((fill / 2, 1.0), (0.99, 0.0)):  # too small: the padded branch; all slots: the layouts'
-    host_fits = Translation.fits_capacity(jax.device_get(batch), 2, fraction)  # numpy, as padding_choice counts
+    host_fits = all_fit(Translation().padding_segments(jax.device_get(batch)), 2, fraction)  # numpy, as on the host
     assert isinstance(host_fits, np.bool_) and bool(host_fits) == (over == 0.0)
     for fits in (None, bool(host_fits)):  # decided on the device (lax.cond), then by the host
       sums = jax.jit(lambda b, f=fraction, fits=fits: Translation().metric_sums(

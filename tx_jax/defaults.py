@@ -106,10 +106,10 @@ def get_config():
   config.grad_accum_steps = 1  # microbatches per step; must divide per_device_batch_size (same update, less memory)
   config.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | nothing_saveable
   config.scan_layers = False  # True: the blocks run as one lax.scan (compile time independent of depth)
-  # < 1 (translation): training computes every layer but attention on the non-padding tokens only, in this
-  # share of each device's row slots; a batch with more real tokens takes the padded step (same result;
-  # tx_jax/training/padding_choice.py).
-  # For unpacked or sparsely packed rows (tx_jax's packed rows are ~all tokens: leave it at 1.0).
+  # < 1 (translation, classification): training computes every layer but attention on the non-padding tokens
+  # only, in this share of each device's row slots; a batch with more real tokens takes the padded step (same
+  # result; tx_jax/training/padding_choice.py). For padded rows (classification's one example a row) or
+  # sparsely packed ones (tx_jax's packed translation rows are ~all tokens: leave it at 1.0 there).
   config.token_capacity = 1.0
 
   # Loop, evaluation and checkpoints.

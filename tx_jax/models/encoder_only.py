@@ -26,13 +26,21 @@ class EncoderOnly(nnx.Module):
       self.classifier = params.dense(cfg, cfg.emb_dim, cfg.num_classes, (params.EMBED, None), rngs)
       self.classifier_dropout = dropout_lib.Dropout(cfg.dropout_rate)
 
-  def encode(self, tokens, *, segments=None, positions=None, token_types=None, deterministic=True, rngs=None):
-    """Hidden states [batch, len, emb_dim] of tokens [batch, len] (pad_id = padding unless segments given)."""
+  def encode(self, tokens, *, segments=None, positions=None, token_types=None, layout=None, deterministic=True,
+             rngs=None):
+    """Hidden states [batch, len, emb_dim] of tokens [batch, len] (pad_id = padding unless segments given).
+
+    With a `layout` (tx_jax.models.token_layout) of the tokens, the states are its tokens'
+    [groups * capacity, emb_dim]: the position-wise layers skip the padding.
+    """
     segments = (tokens != self.cfg.pad_id).astype(jnp.int32) if segments is None else segments
     positions = layers.default_positions(segments) if positions is None else positions
-    x = self.embedder(tokens, positions, token_types, deterministic=deterministic, rngs=rngs)
+    embedded = (tokens, positions, token_types)
+    if layout is not None:
+      embedded = [None if a is None else layout.unpad(a) for a in embedded]
+    x = self.embedder(*embedded, deterministic=deterministic, rngs=rngs)
     mask = attention_lib.make_attention_mask(segments, segments)
-    x, _ = self.encoder(x, mask, positions=positions, deterministic=deterministic, rngs=rngs)
+    x, _ = self.encoder(x, mask, positions=positions, layout=layout, deterministic=deterministic, rngs=rngs)
     return x
 
   def __call__(self, tokens, **kw):
@@ -42,9 +50,10 @@ class EncoderOnly(nnx.Module):
       x = self.mlm_norm(layers.ACTIVATIONS[self.cfg.activation](self.mlm_transform(x)))
     return self.embedder.logits(x)
 
-  def classify(self, tokens, *, deterministic=True, rngs=None, **kw):
+  def classify(self, tokens, *, layout=None, deterministic=True, rngs=None, **kw):
     """Class logits [batch, num_classes] (float32) from the first token's (pooled) state."""
-    first = self.encode(tokens, deterministic=deterministic, rngs=rngs, **kw)[:, 0]
+    x = self.encode(tokens, layout=layout, deterministic=deterministic, rngs=rngs, **kw)
+    first = (x if layout is None else layout.pad(x))[:, 0]  # [batch, emb_dim]
     if self.cfg.pooler:
       first = jnp.tanh(self.pooler(first))
     first = self.classifier_dropout(first, deterministic=deterministic, rngs=rngs)

@@ -12,6 +12,8 @@ Written by hand: no JAX library offers a static-capacity unpadding that keeps th
 """
 
 import dataclasses
+import functools
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -71,3 +73,34 @@ class TokenLayout:
     tokens = tokens.reshape(self.groups, -1, *rest)
     rows = jax.vmap(lambda t, i: jnp.zeros((slots, *rest), t.dtype).at[i].set(t, mode="drop"))(tokens, self.index)
     return rows.reshape(self.rows, self.length, *rest)
+
+
+def all_fit(segments: dict, groups: int, fraction: float):
+  """Whether each of segments {name: [rows, len]} (numpy or jax) fits `fraction` of its slots in every group."""
+  return functools.reduce(operator.and_, [TokenLayout.fits(s, groups, capacity_for(*s.shape, groups, fraction))
+                                          for s in segments.values()])
+
+
+def where_it_fits(token_capacity, segments: dict, compute) -> dict:
+  """compute(layouts {name: TokenLayout}) where `segments` fit the capacity, else compute(None); + over_capacity.
+
+  token_capacity = (groups, fraction, fits): `fits` is the host's answer for this batch
+  (tx_jax/training/padding_choice.py), or None to decide on the device with a `jax.lax.cond`
+  (both computations compiled into the step). A batch over the capacity gets the padded
+  computation, so no token is dropped; `over_capacity` (1 or 0) is logged as train/over_capacity.
+  """
+  groups, fraction, fits = token_capacity
+
+  def unpadded(_):
+    return compute({k: TokenLayout.of(s, groups, capacity_for(*s.shape, groups, fraction))
+                    for k, s in segments.items()})
+
+  def padded(_):
+    return compute(None)
+
+  if fits is None:
+    fits = all_fit(segments, groups, fraction)
+    sums = jax.lax.cond(fits, unpadded, padded, None)
+  else:
+    sums = unpadded(None) if fits else padded(None)
+  return dict(sums, over_capacity=1.0 - jnp.asarray(fits, jnp.float32))

@@ -149,8 +149,13 @@ class Task:
                   mask_rate: float = 0.15) -> dict:
     """Summed loss and metrics of `model` on one batch (tx_jax.training.losses).
 
-    A task with `skips_padding` also takes token_capacity=(groups, fraction) (config.token_capacity < 1).
+    A task with `skips_padding` also takes token_capacity=(groups, fraction, fits) (config.token_capacity
+    < 1; tx_jax.models.token_layout.where_it_fits).
     """
+    raise NotImplementedError
+
+  def padding_segments(self, batch: dict) -> dict:
+    """{name: [rows, len], 0 at padding} of `batch` (numpy or jax): the rows a task that skips_padding unpads."""
     raise NotImplementedError
 
   def forward_flops(self, cfg, batch: dict) -> float:

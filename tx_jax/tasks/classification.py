@@ -6,6 +6,7 @@ import numpy as np
 
 from tx_jax.data import pipeline
 from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.models import token_layout
 from tx_jax.tasks import base
 from tx_jax.tasks import translation
 from tx_jax.training import evaluation
@@ -36,10 +37,26 @@ class Classification(base.Task):
   def empty_row(self, config, length):
     return {"inputs": np.zeros((length,), np.int32), "labels": np.int32(-1)}
 
-  def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15):
-    rngs = base.dropout_rngs(deterministic, rng)
-    logits = model.classify(batch["inputs"], deterministic=deterministic, rngs=rngs)
-    return losses.classification_sums(logits, batch["labels"], label_smoothing)
+  skips_padding = True  # metric_sums takes token_capacity (tx_jax.models.token_layout)
+
+  def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15,
+                  token_capacity=None):
+    """Classification sums; with token_capacity (groups, fraction, fits), without the padding where it fits."""
+    def sums(**kw):
+      logits = model.classify(batch["inputs"], deterministic=deterministic, rngs=base.dropout_rngs(deterministic, rng),
+                              **kw)
+      return losses.classification_sums(logits, batch["labels"], label_smoothing)
+
+    if token_capacity is None:
+      return sums()
+    # Segments from the rows' zero padding (pipeline.padded), the same for the layouts and the attention masks.
+    segments = self.padding_segments(batch)["inputs"]
+    return token_layout.where_it_fits(token_capacity, {"inputs": segments}, lambda layouts: sums(
+      segments=segments, layout=layouts and layouts["inputs"]))
+
+  def padding_segments(self, batch):
+    """One example per row, zero-padded (pipeline.padded): its tokens' segment is 1."""
+    return {"inputs": (batch["inputs"] != 0).astype(batch["inputs"].dtype)}
 
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_encoder_layers, head=False)

@@ -63,38 +63,15 @@ class Translation(base.Task):
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15,
                   token_capacity=None):
-    """Loss sums of the targets; with token_capacity (groups, fraction, fits), without the padding where it fits.
-
-    `fits` is the host's answer for this batch (`fits_capacity`, tx_jax/training/padding_choice.py),
-    or None to decide on the device with a `jax.lax.cond` (both computations compiled into the step).
-    """
+    """Loss sums of the targets; with token_capacity (groups, fraction, fits), without the padding where it fits."""
     if token_capacity is None:
       return self._sums(model, batch, label_smoothing, deterministic, rng, layouts=None)
-    groups, fraction, fits = token_capacity
+    return token_layout.where_it_fits(token_capacity, self.padding_segments(batch), lambda layouts: self._sums(
+      model, batch, label_smoothing, deterministic, rng, layouts))
 
-    def unpadded(_):
-      layouts = {k: token_layout.TokenLayout.of(batch[f"{k}_segment_ids"], groups,
-                                                token_layout.capacity_for(*batch[k].shape, groups, fraction))
-                 for k in ("inputs", "targets")}
-      return self._sums(model, batch, label_smoothing, deterministic, rng, layouts)
-
-    def padded(_):  # a batch with more real tokens than the capacity: same sums, no token dropped
-      return self._sums(model, batch, label_smoothing, deterministic, rng, layouts=None)
-
-    if fits is None:
-      fits = self.fits_capacity(batch, groups, fraction)
-      sums = jax.lax.cond(fits, unpadded, padded, None)
-    else:
-      sums = unpadded(None) if fits else padded(None)
-    return dict(sums, over_capacity=1.0 - jnp.asarray(fits, jnp.float32))  # logged as train/over_capacity
-
-  @staticmethod
-  def fits_capacity(batch, groups: int, fraction: float):
-    """Whether each group of rows of `batch` (numpy or jax) has its sources' and targets' real tokens within capacity."""
-    sources, targets = (token_layout.TokenLayout.fits(batch[f"{k}_segment_ids"], groups,
-                                                      token_layout.capacity_for(*batch[k].shape, groups, fraction))
-                        for k in ("inputs", "targets"))
-    return sources & targets
+  def padding_segments(self, batch):
+    """The sources' and the targets' segment ids."""
+    return {"inputs": batch["inputs_segment_ids"], "targets": batch["targets_segment_ids"]}
 
   @staticmethod
   def _sums(model, batch, label_smoothing, deterministic, rng, layouts):

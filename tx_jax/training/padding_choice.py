@@ -14,13 +14,15 @@ from typing import Callable
 import jax
 from absl import logging
 
+from tx_jax.models import token_layout
 from tx_jax.training import step as step_lib
 
 
 def batch_fits(task, batch: dict, *, groups: int, fraction: float, grad_accum_steps: int) -> bool:
   """Whether every microbatch's groups of rows (one per batch shard) hold at most `fraction` of their slots in tokens."""
   micro = step_lib.microbatches(batch, grad_accum_steps)
-  return all(bool(task.fits_capacity(jax.tree.map(lambda x, j=j: x[j], micro), groups, fraction))
+  return all(bool(token_layout.all_fit(task.padding_segments(jax.tree.map(lambda x, j=j: x[j], micro)), groups,
+                                       fraction))
              for j in range(grad_accum_steps))
 
 
