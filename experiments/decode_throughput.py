@@ -60,7 +60,8 @@ def real_sources(batch: int, length: int) -> np.ndarray:
   """[batch, length] token ids: consecutive test-split sentences concatenated and cut to `length`."""
   config = default.get_config()
   task = tasks.get(config)
-  stream = np.concatenate([e["inputs"] for e in task.evaluated_examples(config, task.tokenizer(config, train=True), "test")])
+  tokenizer = task.tokenizer(config, train=True)  # trained on first use, like tx_jax.train's
+  stream = np.concatenate([e["inputs"] for e in task.evaluated_examples(config, tokenizer, "test")])
   return stream[:batch * length].reshape(batch, length).astype(np.int32)
 
 

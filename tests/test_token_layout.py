@@ -158,5 +158,6 @@ def test_token_capacity_is_for_tasks_that_skip_padding(tiny_config):
   tiny_config.token_capacity = 0.8
   configuration.validate(tiny_config)  # translation
   tiny_config.task = "lm"
-  with pytest.raises(errors.ConfigError, match=r"config\.token_capacity=0\.8 must be 1\.0 for config\.task='lm'"):
+  with pytest.raises(errors.ConfigError, match=r"config\.token_capacity=0\.8 must be 1\.0 for config\.task='lm': "
+                                                 r"only classification and translation skip padding"):
     configuration.validate(tiny_config)

@@ -98,8 +98,8 @@ def validate(config):
   if not (_is_number(capacity) and 0.0 < capacity <= 1.0):
     _fail("token_capacity", capacity, "must be in (0, 1]: the share of a device's row slots the layers compute on.")
   if capacity < 1.0 and not task.skips_padding:
-    _fail("token_capacity", capacity, f"must be 1.0 for config.task={task.name!r}: only translation and "
-                                          "classification skip padding.")
+    skipping = " and ".join(sorted(name for name, t in tasks.REGISTRY.items() if t.skips_padding))
+    _fail("token_capacity", capacity, f"must be 1.0 for config.task={task.name!r}: only {skipping} skip padding.")
   if config.get("model_family", task.family) != task.family:
     _fail("model_family", config.model_family, f"cannot be trained on config.task={task.name!r}; it needs "
           f"{task.family!r} (or leave model_family out: the task decides it).")

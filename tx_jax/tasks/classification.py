@@ -50,9 +50,9 @@ class Classification(base.Task):
     if token_capacity is None:
       return sums()
     # Segments from the rows' zero padding (pipeline.padded), the same for the layouts and the attention masks.
-    segments = self.padding_segments(batch)["inputs"]
-    return token_layout.where_it_fits(token_capacity, {"inputs": segments}, lambda layouts: sums(
-      segments=segments, layout=layouts and layouts["inputs"]))
+    padding = self.padding_segments(batch)
+    return token_layout.where_it_fits(token_capacity, padding, lambda layouts: sums(
+      segments=padding["inputs"], layout=layouts and layouts["inputs"]))
 
   def padding_segments(self, batch):
     """One example per row, zero-padded (pipeline.padded): its tokens' segment is 1."""
