@@ -1,6 +1,6 @@
 """Decode throughput of the encoder-decoder: greedy and beam 4, with the KV cache and without it.
 
-python experiments/decode_throughput.py [--shapes=small,base] [--batch=32] [--source_length=64]
+python experiments/decode_throughput.py [--shapes=small,base] [--batch=32] [--source_length=64] [--dtype=bfloat16]
 
 Sources are real German sentences from the LibreOffice help test split (the vocabulary of
 configs/default.py, fetched and trained on first use), packed to `source_length` tokens. The
@@ -47,6 +47,9 @@ flags.DEFINE_bool("tuned_malloc", None,
                   "Read from the command line before jax starts: decode_throughput.py runs with tx_jax's tuned malloc "
                   "as tx_jax.translate does unless --notuned_malloc; flax_wmt_reference.py runs the example with "
                   "glibc's default malloc, as it ships, unless --tuned_malloc.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype: tx_jax's ModelConfig.dtype here (bf16 operands, float32 accumulation), "
+                           "the example's TransformerConfig.dtype in flax_wmt_reference.py.")
 _WITHOUT_CACHE = flags.DEFINE_bool("without_cache", True,
                                    "Also time greedy decoding without the KV cache (~20x slower than with it).")
 
@@ -94,10 +97,11 @@ def main(argv):
   sources = jnp.asarray(real_sources(_BATCH.value, _SOURCE_LENGTH.value))
   n_out = _BATCH.value * _OUTPUT_LENGTH.value
   print(f"batch {_BATCH.value}, source length {_SOURCE_LENGTH.value}, output length {_OUTPUT_LENGTH.value}, "
-        f"vocabulary 8000, {jax.devices()[0].platform}, compile options {xla_options.describe()}")
+        f"vocabulary 8000, {_DTYPE.value}, {jax.devices()[0].platform}, compile options {xla_options.describe()}")
   print(f"malloc: {host_memory.describe()}")
   for name in _SHAPES.value:
-    cfg = ModelConfig(vocab_size=8000, dropout_rate=0.0, attention_dropout_rate=0.0, **SHAPES[name])
+    cfg = ModelConfig(vocab_size=8000, dropout_rate=0.0, attention_dropout_rate=0.0, dtype=_DTYPE.value,
+                      **SHAPES[name])
     graphdef, params = nnx.split(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), nnx.Param)
     # As translate_texts does once per call (for all its batches): the derived weights stored, not re-derived.
     graphdef, params = decode.with_decoding_weights(graphdef, params)

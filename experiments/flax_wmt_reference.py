@@ -49,7 +49,8 @@ def make_decoder(models, decode, shape: dict, vocab_size: int, max_len: int):
   common = dict(vocab_size=vocab_size, output_vocab_size=vocab_size, share_embeddings=True,
                 logits_via_embedding=True, emb_dim=shape["emb_dim"], qkv_dim=shape["emb_dim"],
                 num_heads=shape["num_heads"], mlp_dim=shape["mlp_dim"], num_layers=shape["num_encoder_layers"],
-                dropout_rate=0.0, attention_dropout_rate=0.0, deterministic=True)
+                dropout_rate=0.0, attention_dropout_rate=0.0, deterministic=True,
+                dtype=jnp.dtype(ours._DTYPE.value))
   init_config = models.TransformerConfig(**common)
   predict_config = models.TransformerConfig(**common, decode=True)
   params = models.Transformer(init_config).init(
@@ -86,7 +87,8 @@ def main(argv):
   sources = jnp.asarray(ours.real_sources(ours._BATCH.value, ours._SOURCE_LENGTH.value))
   max_len = ours._OUTPUT_LENGTH.value
   print(f"Flax WMT example ({_FLAX_WMT_DIR.value}): batch {ours._BATCH.value}, source length "
-        f"{ours._SOURCE_LENGTH.value}, output length {max_len}, vocabulary 8000, {jax.devices()[0].platform}")
+        f"{ours._SOURCE_LENGTH.value}, output length {max_len}, vocabulary 8000, {ours._DTYPE.value}, "
+        f"{jax.devices()[0].platform}")
   print(f"malloc: {host_memory.describe()}")
   for name in ours._SHAPES.value:
     shape = ours.SHAPES[name]

@@ -220,8 +220,9 @@ def with_decoding_weights(graphdef, params):
   Measured (experiments/README.md): a small-shape greedy batch 4.6 % faster; at the base shape, where
   XLA runs the stacking beside the encoder's products, no change. The stacks replace the projections
   they are made of, so the prepared params are as large as the given ones plus, when the output layer
-  is tied, its transpose; a caller that drops the given params holds each attention weight once. For
-  decoding only: the prepared model cannot be trained. Tuples of several models (an ensemble) are
+  is tied, its transpose (under a bfloat16 compute dtype the matrices are stored in it: half the bytes);
+  a caller that drops the given params holds each attention weight once. For decoding only: the prepared
+  model cannot be trained. Tuples of several models (an ensemble) are
   prepared one by one; params prepared before are returned as they are.
   """
   if isinstance(graphdef, tuple):
@@ -231,7 +232,20 @@ def with_decoding_weights(graphdef, params):
   for _, module in nnx.iter_modules(model):
     if hasattr(module, "store_decoding_weights"):
       module.store_decoding_weights()
-  return nnx.split(model, nnx.Param)
+  graphdef, params = nnx.split(model, nnx.Param)
+  return graphdef, _in_compute_dtype(params, model.cfg.compute_dtype)
+
+
+def _in_compute_dtype(params, dtype):
+  """`params` with every matrix (ndim >= 2) stored in the compute `dtype`; vectors (norms, biases) as they are.
+
+  Each product casts its float32 kernel to a bfloat16 compute dtype anyway (tx_jax.models.matmul); stored
+  cast, a decoding step reads half the bytes and casts nothing (a base greedy batch: experiments/README.md).
+  Under float32 compute nothing changes.
+  """
+  if dtype == jnp.float32:
+    return params
+  return jax.tree.map(lambda w: w.astype(dtype) if w.ndim >= 2 and w.dtype != dtype else w, params)
 
 
 def _decoder_step(model, segments, output_kernel):

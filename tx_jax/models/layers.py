@@ -88,7 +88,7 @@ class Embedder(nnx.Module):
     output_kernel: `self.output_kernel()` computed once before a decoding loop, if any.
     """
     if output_kernel is not None:
-      logits = x @ output_kernel.astype(x.dtype)
+      logits = matmul.mixed_dot(x, output_kernel, x.dtype)  # float32 logits; bf16 operands on the bf16 units
     elif self.cfg.tie_output_embedding:  # x [.., emb] . table [vocab, emb], its gradient in the table's layout
       logits = matmul.mixed_dot(x, self.table.embedding[...], x.dtype, True)
     else:
@@ -249,10 +249,14 @@ class Stack(nnx.Module):
     return x
 
   def empty_cache(self, batch_size: int, max_decode_len: int):
-    """Zeroed self-attention KV caches, one per layer: k, v [batch, kv_heads, max_decode_len, head_dim]."""
+    """Zeroed self-attention KV caches, one per layer: k, v [batch, kv_heads, max_decode_len, head_dim] float32.
+
+    float32 whatever the compute dtype: attention's dots take float32 operands on XLA:CPU, so a bfloat16
+    cache was converted whole at every step, and each step's write into it rewrote it whole (experiments/
+    README.md, twentieth pass). The values written are the compute dtype's; the attention weights stay float32.
+    """
     shape = (batch_size, self.cfg.kv_heads, max_decode_len, self.cfg.qkv_head_dim)
-    return [{"self": {"k": jnp.zeros(shape, self.cfg.compute_dtype), "v": jnp.zeros(shape, self.cfg.compute_dtype)}}
-            for _ in self.blocks]
+    return [{"self": {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32)}} for _ in self.blocks]
 
   @staticmethod
   def grow_cache(cache, slots: int):
