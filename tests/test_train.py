@@ -10,9 +10,12 @@ import jax
 import numpy as np
 import pytest
 import sacrebleu
+from flax import nnx
 
 from conftest import first_train_batch, straight_and_resumed_runs
+
 from tx_jax import evaluate, parallel, train, translate
+from tx_jax.inference import restore
 from tx_jax.training import checkpoint, experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +90,17 @@ def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
   assert [e.step for e in acc.Scalars("eval/test/bleu")] == [tiny_config.num_train_steps]
   with open(os.path.join(workdir, "eval", f"test_step{summary['step']}.json")) as f:
     assert json.load(f)["scores"]["BLEU"]["signature"].startswith("nrefs:1")
+  # Evaluated in another compute dtype (--config.dtype=bfloat16): files and scalars of its own, beside the above.
+  bf16 = tiny_config.copy_and_resolve_references()
+  bf16.dtype = "bfloat16"
+  other = evaluate.evaluate(bf16, workdir, split="test", max_sentences=8)
+  assert other["dtype"] == "bfloat16" and other["translations"].endswith(f"test_step{summary['step']}_bfloat16.en")
+  with open(other["translations"], encoding="utf-8") as f:
+    assert len(f.read().split("\n")[:-1]) == 8
+  with open(summary["translations"], encoding="utf-8") as f:
+    assert f.read().split("\n")[:-1] == hypotheses
+  acc.Reload()
+  assert [e.step for e in acc.Scalars("eval/bfloat16/test/bleu")] == [tiny_config.num_train_steps]
 
   # The same checkpoint through the command line: stdin lines -> stdout lines, blank lines kept.
   with open(os.path.join(tiny_config.data_dir, "test.de"), encoding="utf-8") as f:
@@ -99,6 +113,16 @@ def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
   assert len(lines) == 4 and lines[1] == ""
   expected = translate.translate_lines(workdir, [sources[0], "", sources[1], sources[2]], beam_size=2)
   assert lines == expected  # the CLI is the library; a tiny model may well translate to ""
+
+  # --dtype=bfloat16 decodes with a model that computes in it; the restored parameters stay float32.
+  _, graphdef, params, _ = restore.restore_for_inference(workdir, dtype="bfloat16")
+  assert nnx.merge(graphdef, params).cfg.dtype == "bfloat16"
+  assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
+  result = subprocess.run([sys.executable, "-m", "tx_jax.translate", f"--workdir={workdir}", "--beam_size=2",
+                           "--dtype=bfloat16"], input="\n".join(sources) + "\n", cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split("\n")[:-1] == translate.translate_lines(workdir, sources, beam_size=2, dtype="bfloat16")
 
 
 def _run_cli(module, *args):

@@ -76,11 +76,14 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
     params, step = checkpoint.restore_params(workdir, abstract_state.params, step)
   with_ema = not average_last and use_ema and config.get("ema_decay", 0.0) > 0
   raw_of_ema_run = not average_last and not with_ema and config.get("ema_decay", 0.0) > 0
-  variant = f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else ""
+  other_dtype = config.dtype if config.dtype != experiment.workdir_config(workdir).get("dtype", "float32") else ""
+  variant = "_".join(v for v in (f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else "",
+                                 other_dtype) if v)  # e.g. avg5, raw_bfloat16: files and scalars of their own
   name = f"{split}_step{step}" + (f"_{variant}" if variant else "")  # of the results files
   results = evaluation.loss_metrics(eval_fn, params, task, tokenizer, split, config, mesh, prefix=split,
                                     max_batches=-1)
-  summary = {"step": step, "split": split, "task": task.name, "metrics": results, "ema": with_ema}
+  summary = {"step": step, "split": split, "task": task.name, "metrics": results, "ema": with_ema,
+             "dtype": config.dtype}
   if average_last:
     summary["averaged_steps"] = averaged
   out_dir = os.path.join(workdir, "eval")
@@ -102,7 +105,7 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
       json.dump(summary, f, indent=2)
   writer = metrics.MetricWriter(workdir)
-  tag = f"eval/{variant}/" if variant else "eval/"  # an average or an EMA run's raw params: their own scalars
+  tag = f"eval/{variant}/" if variant else "eval/"  # an average, an EMA run's raw params, another dtype
   writer.scalars(step, {tag + k: v for k, v in results.items() if math.isfinite(v)})
   writer.close()
   logging.info("%s", summary)
@@ -138,7 +141,7 @@ def evaluate_ensemble(config, workdirs, split: str = "test", max_sentences: int 
     raise errors.ConfigError(f"Ensembles decode translations; {workdirs[0]} holds a config.task={config.task!r} "
                              "model. Evaluate its workdirs one at a time.")
   workdirs = [os.path.abspath(os.path.expanduser(w)) for w in workdirs]
-  _, graphdefs, params, tokenizer = restore.restore_ensemble(workdirs, None, use_ema)
+  _, graphdefs, params, tokenizer = restore.restore_ensemble(workdirs, None, use_ema, config.dtype)
   task = tasks.get(config)
   pairs = task.pairs(config, split, max_sentences)
   start = time.time()
@@ -176,7 +179,7 @@ def decoding_sweep(config, workdir: str, beam_sizes, alphas, *, split: str = "va
                                     best_mode=best.mode(config) if config.get("best_metric") else "max")
   step = checkpoint_step(manager, config, step)
   step = manager.latest_step() if step is None else step
-  _, graphdef, params, tokenizer = restore.restore_for_inference(workdir, step, use_ema)
+  _, graphdef, params, tokenizer = restore.restore_for_inference(workdir, step, use_ema, config.dtype)
   pairs = tasks.get(config).pairs(config, split, max_sentences)
   rows = []
   for beam in beam_sizes:

@@ -35,6 +35,8 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
   flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype to sample in; default: the run's "
+                    "config.dtype. bfloat16 pays on CPUs with AVX-512 BF16 or AMX (experiments/README.md).")
 
 
 @functools.partial(xla_options.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "eos_id"))
@@ -58,9 +60,9 @@ def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top
 
 
 def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, temperature=1.0, top_k=0,
-             top_p=1.0, seed=0, step=None, use_ema=True):
-  """Continuations (strings) of `prompt` from the LM in `workdir`."""
-  config, graphdef, params, processor = restore.restore_for_inference(workdir, step, use_ema)
+             top_p=1.0, seed=0, step=None, use_ema=True, dtype=None):
+  """Continuations (strings) of `prompt` from the LM in `workdir` (computed in `dtype`, default the run's)."""
+  config, graphdef, params, processor = restore.restore_for_inference(workdir, step, use_ema, dtype)
   if not tasks.is_language_model(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
                              "tx_jax.generate needs a language model (task=lm).")
@@ -82,7 +84,8 @@ def main(argv):
   with command_line.one_line_errors("tx_jax.generate"):
     samples = generate(FLAGS.workdir, FLAGS.prompt, num_samples=FLAGS.num_samples,
                        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-                       top_p=FLAGS.top_p, seed=FLAGS.seed, step=FLAGS.step, use_ema=FLAGS.use_ema)
+                       top_p=FLAGS.top_p, seed=FLAGS.seed, step=FLAGS.step, use_ema=FLAGS.use_ema,
+                       dtype=FLAGS.dtype)
   for s in samples:
     print(FLAGS.prompt + (" " if FLAGS.prompt else "") + s)
 

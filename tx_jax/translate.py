@@ -26,12 +26,15 @@ def define_flags():
   flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
   flags.DEFINE_integer("beam_size", None, "Beam size; default: the run's config.beam_size (1 = greedy).")
   flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.")
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype to decode in; default: the run's "
+                    "config.dtype. bfloat16 pays on CPUs with AVX-512 BF16 or AMX (experiments/README.md).")
 
 
-def translate_lines(workdir, lines, *, step=None, beam_size=None, batch_size: int = 64, use_ema: bool = True):
+def translate_lines(workdir, lines, *, step=None, beam_size=None, batch_size: int = 64, use_ema: bool = True,
+                    dtype=None):
   """Translations of `lines` (a list of strings) by the checkpoint in `workdir` (or the ensemble of a list of them)."""
   workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
-  config, graphdef, params, processor = restore.restore_ensemble(workdirs, step, use_ema)
+  config, graphdef, params, processor = restore.restore_ensemble(workdirs, step, use_ema, dtype)
   if not tasks.is_translation(config):
     raise errors.ConfigError(f"{workdirs[0]} holds a config.task={config.task!r} model; tx_jax.translate needs a "
                              "translation model (use tx_jax.generate for language models).")
@@ -68,7 +71,7 @@ def main(argv):
   lines = read_lines(sys.stdin.buffer)
   with command_line.one_line_errors("tx_jax.translate"):
     translations = translate_lines(command_line.split_list(FLAGS.workdir), lines, step=FLAGS.step, beam_size=FLAGS.beam_size,
-                                   batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema)
+                                   batch_size=FLAGS.batch_size, use_ema=FLAGS.use_ema, dtype=FLAGS.dtype)
   sys.stdout.writelines(t + "\n" for t in translations)
 
 

@@ -7,14 +7,19 @@ from tx_jax.training import experiment
 from tx_jax.training import step as step_lib
 
 
-def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool = True):
+def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool = True, dtype: str | None = None):
   """(config, graphdef, params, tokenizer) of a trained workdir, on this process's devices.
+
+  `dtype` (e.g. "bfloat16"): the compute dtype of the model to decode with, instead of the run's
+  config.dtype; the parameters stay float32 (decode.with_decoding_weights stores the matrices in it).
 
   The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, else the raw
   ones, read alone: no optimizer state is made and no Adam moment read (the EMA lives in the
   optimizer-state item, and an EMA restore reads just that sub-tree of it).
   """
   config = experiment.workdir_config(workdir)
+  if dtype is not None:
+    config.dtype = dtype
   compilation_cache.enable(config)
   mesh = parallel.make_mesh((-1, 1, 1))
   tokenizer = tasks.get(config).tokenizer(config)
@@ -28,20 +33,20 @@ def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool =
   return config, graphdef, params, tokenizer
 
 
-def restore_ensemble(workdirs, step: int | None = None, use_ema: bool = True):
+def restore_ensemble(workdirs, step: int | None = None, use_ema: bool = True, dtype: str | None = None):
   """(config of the first, graphdefs, params, tokenizer) of one or more workdirs sharing a vocabulary.
 
   One workdir gives a plain (graphdef, params); several give tuples, which tx_jax.inference.decode decodes
-  as an ensemble. `step` applies to a single workdir only (an ensemble uses each run's newest).
+  as an ensemble (`dtype` as in restore_for_inference). `step` applies to a single workdir only (an ensemble uses each run's newest).
   Workdirs whose vocabularies differ stop with one message naming them.
   """
   workdirs = list(workdirs)
   if len(workdirs) == 1:
-    return restore_for_inference(workdirs[0], step, use_ema)
+    return restore_for_inference(workdirs[0], step, use_ema, dtype)
   if step is not None:
     raise errors.ConfigError("--step picks a checkpoint of one workdir; an ensemble uses each workdir's newest "
                              "(average or copy checkpoints into workdirs of their own to ensemble others).")
-  members = [restore_for_inference(w, None, use_ema) for w in workdirs]
+  members = [restore_for_inference(w, None, use_ema, dtype) for w in workdirs]
   first_config, first_vocab = members[0][0], members[0][3].fingerprint()
   for w, (config, _, _, processor) in zip(workdirs[1:], members[1:]):
     if processor.fingerprint() != first_vocab:
