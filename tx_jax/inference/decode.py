@@ -222,8 +222,8 @@ def with_decoding_weights(graphdef, params):
   they are made of, so the prepared params are as large as the given ones plus, when the output layer
   is tied, its transpose (under a bfloat16 compute dtype the matrices are stored in it: half the bytes);
   a caller that drops the given params holds each attention weight once. For decoding only: the prepared
-  model cannot be trained. Tuples of several models (an ensemble) are
-  prepared one by one; params prepared before are returned as they are.
+  model cannot be trained. Tuples of several models (an ensemble) are prepared one by one; params
+  prepared before are returned as they are.
   """
   if isinstance(graphdef, tuple):
     prepared = [with_decoding_weights(g, p) for g, p in zip(graphdef, params)]

@@ -37,8 +37,8 @@ def restore_ensemble(workdirs, step: int | None = None, use_ema: bool = True, dt
   """(config of the first, graphdefs, params, tokenizer) of one or more workdirs sharing a vocabulary.
 
   One workdir gives a plain (graphdef, params); several give tuples, which tx_jax.inference.decode decodes
-  as an ensemble (`dtype` as in restore_for_inference). `step` applies to a single workdir only (an ensemble uses each run's newest).
-  Workdirs whose vocabularies differ stop with one message naming them.
+  as an ensemble. `step` applies to a single workdir only (an ensemble uses each run's newest); `dtype`
+  as in restore_for_inference. Workdirs whose vocabularies differ stop with one message naming them.
   """
   workdirs = list(workdirs)
   if len(workdirs) == 1:

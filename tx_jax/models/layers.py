@@ -249,14 +249,16 @@ class Stack(nnx.Module):
     return x
 
   def empty_cache(self, batch_size: int, max_decode_len: int):
-    """Zeroed self-attention KV caches, one per layer: k, v [batch, kv_heads, max_decode_len, head_dim] float32.
+    """Zeroed self-attention KV caches, one per layer: k, v [batch, kv_heads, max_decode_len, head_dim].
 
-    float32 whatever the compute dtype: attention's dots take float32 operands on XLA:CPU, so a bfloat16
-    cache was converted whole at every step, and each step's write into it rewrote it whole (experiments/
-    README.md, twentieth pass). The values written are the compute dtype's; the attention weights stay float32.
+    In the compute dtype, except on CPU, where they are float32 whatever it is: XLA:CPU's attention dots
+    take float32 operands, so a bfloat16 cache was converted whole at every step, and each step's write
+    into it rewrote it whole (experiments/README.md, twentieth pass). The values written are the compute
+    dtype's either way.
     """
     shape = (batch_size, self.cfg.kv_heads, max_decode_len, self.cfg.qkv_head_dim)
-    return [{"self": {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32)}} for _ in self.blocks]
+    dtype = jnp.float32 if jax.default_backend() == "cpu" else self.cfg.compute_dtype
+    return [{"self": {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}} for _ in self.blocks]
 
   @staticmethod
   def grow_cache(cache, slots: int):
