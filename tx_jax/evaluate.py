@@ -76,10 +76,9 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
     params, step = checkpoint.restore_params(workdir, abstract_state.params, step)
   with_ema = not average_last and use_ema and config.get("ema_decay", 0.0) > 0
   raw_of_ema_run = not average_last and not with_ema and config.get("ema_decay", 0.0) > 0
-  other_dtype = config.dtype if config.dtype != experiment.workdir_config(workdir).get("dtype", "float32") else ""
-  variant = "_".join(v for v in (f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else "",
-                                 other_dtype) if v)  # e.g. avg5, raw_bfloat16: files and scalars of their own
-  name = f"{split}_step{step}" + (f"_{variant}" if variant else "")  # of the results files
+  variant = _joined(f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else "",
+                    other_dtype(config, workdir))  # e.g. avg5, raw_bfloat16: files and scalars of their own
+  name = _joined(f"{split}_step{step}", variant)  # of the results files
   results = evaluation.loss_metrics(eval_fn, params, task, tokenizer, split, config, mesh, prefix=split,
                                     max_batches=-1)
   summary = {"step": step, "split": split, "task": task.name, "metrics": results, "ema": with_ema,
@@ -110,6 +109,16 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
   writer.close()
   logging.info("%s", summary)
   return summary
+
+
+def _joined(*parts) -> str:
+  """The non-empty parts joined by "_": the name of a results file or of a group of scalars."""
+  return "_".join(p for p in parts if p)
+
+
+def other_dtype(config, workdir: str) -> str:
+  """config.dtype when it is not the one the run in `workdir` trained with (its results are kept apart), else ""."""
+  return config.dtype if config.dtype != experiment.workdir_config(workdir).get("dtype", "float32") else ""
 
 
 def checkpoint_step(manager, config, step) -> int | None:
@@ -149,11 +158,11 @@ def evaluate_ensemble(config, workdirs, split: str = "test", max_sentences: int 
                                                      confidence=True)
   out_dir = os.path.join(workdirs[0], "eval")
   os.makedirs(out_dir, exist_ok=True)
-  name = f"{split}_ensemble{len(workdirs)}"
+  name = _joined(f"{split}_ensemble{len(workdirs)}", other_dtype(config, workdirs[0]))
   translations = os.path.join(out_dir, f"{name}.{config.target_language}")
   summary = {"split": split, "task": task.name, "ensemble": workdirs, "bleu": scores["BLEU"]["score"],
              "scores": scores, "translations": translations, "sentences": len(pairs),
-             "decode_seconds": time.time() - start}
+             "decode_seconds": time.time() - start, "dtype": config.dtype}
   if jax.process_index() == 0:
     with open(translations, "w", encoding="utf-8") as f:
       f.writelines(h + "\n" for h in hypotheses)
@@ -194,10 +203,10 @@ def decoding_sweep(config, workdir: str, beam_sizes, alphas, *, split: str = "va
       logging.info("beam %d, alpha %.2f: BLEU %.2f", beam, alpha, rows[-1]["bleu"])
   best_row = max(rows, key=lambda r: r["bleu"])
   summary = {"split": split, "step": step, "sentences": len(pairs), "rows": rows, "best": best_row,
-             "signature": scores["BLEU"]["signature"]}
+             "signature": scores["BLEU"]["signature"], "dtype": config.dtype}
   table = sweep_table(summary)
   if jax.process_index() == 0:
-    out = os.path.join(workdir, "eval", f"sweep_{split}_step{step}")
+    out = os.path.join(workdir, "eval", _joined(f"sweep_{split}_step{step}", other_dtype(config, workdir)))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out + ".json", "w") as f:
       json.dump(summary, f, indent=2)
