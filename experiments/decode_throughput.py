@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import default  # noqa: E402
-from tx_jax import python_gc, tasks, xla_options  # noqa: E402
+from tx_jax import configuration, python_gc, tasks, xla_options  # noqa: E402
 from tx_jax.inference import decode  # noqa: E402
 from tx_jax.models.config import ModelConfig  # noqa: E402
 from tx_jax.models.encoder_decoder import EncoderDecoder  # noqa: E402
@@ -47,7 +47,7 @@ flags.DEFINE_bool("tuned_malloc", None,
                   "Read from the command line before jax starts: decode_throughput.py runs with tx_jax's tuned malloc "
                   "as tx_jax.translate does unless --notuned_malloc; flax_wmt_reference.py runs the example with "
                   "glibc's default malloc, as it ships, unless --tuned_malloc.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+_DTYPE = flags.DEFINE_enum("dtype", "float32", list(configuration.CHOICES["dtype"]),
                            "Compute dtype: tx_jax's ModelConfig.dtype here (bf16 operands, float32 accumulation), "
                            "the example's TransformerConfig.dtype in flax_wmt_reference.py.")
 _WITHOUT_CACHE = flags.DEFINE_bool("without_cache", True,

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from tx_jax import command_line, errors, logging_utils, python_gc, tasks, xla_options
+from tx_jax import command_line, configuration, errors, logging_utils, python_gc, tasks, xla_options
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.inference import decode, restore
 
@@ -35,8 +35,8 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
   flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype to sample in; default: the run's "
-                    "config.dtype. bfloat16 pays on CPUs with AVX-512 BF16 or AMX (experiments/README.md).")
+  flags.DEFINE_enum("dtype", None, list(configuration.CHOICES["dtype"]), "Compute dtype to sample in; default: "
+                    "the run's config.dtype. bfloat16 pays on CPUs with AVX-512 BF16 or AMX (experiments/README.md).")
 
 
 @functools.partial(xla_options.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "eos_id"))

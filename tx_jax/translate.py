@@ -12,7 +12,7 @@ if __name__ == "__main__":
 
 from absl import app, flags, logging
 
-from tx_jax import command_line, errors, logging_utils, python_gc, tasks
+from tx_jax import command_line, configuration, errors, logging_utils, python_gc, tasks
 from tx_jax.inference import decode, restore
 
 FLAGS = flags.FLAGS
@@ -26,8 +26,8 @@ def define_flags():
   flags.DEFINE_bool("use_ema", True, "Use the run's parameter EMA when it keeps one (config.ema_decay > 0).")
   flags.DEFINE_integer("beam_size", None, "Beam size; default: the run's config.beam_size (1 = greedy).")
   flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.")
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype to decode in; default: the run's "
-                    "config.dtype. bfloat16 pays on CPUs with AVX-512 BF16 or AMX (experiments/README.md).")
+  flags.DEFINE_enum("dtype", None, list(configuration.CHOICES["dtype"]), "Compute dtype to decode in; default: "
+                    "the run's config.dtype. bfloat16 pays on CPUs with AVX-512 BF16 or AMX (experiments/README.md).")
 
 
 def translate_lines(workdir, lines, *, step=None, beam_size=None, batch_size: int = 64, use_ema: bool = True,
