@@ -58,12 +58,11 @@ def run_system(system: str) -> dict:
           f"--repeats={_REPEATS.value}", f"--dtype={_DTYPE.value}"]
   argv += [f"--flax_wmt_dir={_FLAX_WMT_DIR.value}"] if system == "flax_wmt" else ["--without_cache=false"]
   done = subprocess.run(argv, capture_output=True, text=True, check=False)
-  rates = parse_rates(done.stdout)
-  missing = [key for key in expected_keys() if key not in rates]
   if done.returncode != 0:
     last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["(no error output)"]
     sys.exit(f"{SYSTEMS[system]} failed (exit code {done.returncode}): {last[0]}")
-  if missing:
+  rates = parse_rates(done.stdout)
+  if missing := [key for key in expected_keys() if key not in rates]:
     sys.exit(f"{SYSTEMS[system]} printed no output tokens/s for {missing}")
   return rates
 
@@ -73,11 +72,16 @@ def expected_keys() -> list:
   return [(shape, search) for shape in _SHAPES.value for search in SEARCHES]
 
 
-def ratio_line(shape: str, search: str, ours: float, theirs: float) -> str:
+def ratio(rates: dict, key: tuple) -> float:
+  """tx_jax's output tokens/s over the Flax example's for `key` (shape, search); rates: {system: {key: rate}}."""
+  return rates["tx_jax"][key] / rates["flax_wmt"][key]
+
+
+def ratio_line(rates: dict, key: tuple) -> str:
   """`small greedy: tx_jax / flax_wmt: 1.79x (bar 2.0x: met)`."""
-  ratio = ours / theirs
-  verdict = "met" if ratio >= BARS[search] else "missed"
-  return f"{shape} {search}: tx_jax / flax_wmt: {ratio:.2f}x (bar {BARS[search]}x: {verdict})"
+  shape, search = key
+  verdict = "met" if ratio(rates, key) >= BARS[search] else "missed"
+  return f"{shape} {search}: tx_jax / flax_wmt: {ratio(rates, key):.2f}x (bar {BARS[search]}x: {verdict})"
 
 
 def main(argv):
@@ -87,8 +91,7 @@ def main(argv):
     rates = {system: run_system(system) for system in SYSTEMS}
     per_round.append(rates)
     cells = [f"{shape} {search} {rates['tx_jax'][(shape, search)]:,.0f} / {rates['flax_wmt'][(shape, search)]:,.0f} "
-             f"({rates['tx_jax'][(shape, search)] / rates['flax_wmt'][(shape, search)]:.2f}x)"
-             for shape, search in expected_keys()]
+             f"({ratio(rates, (shape, search)):.2f}x)" for shape, search in expected_keys()]
     print(f"round {n} (tx_jax / flax_wmt output tokens/s): " + ", ".join(cells), flush=True)
 
   median = {system: {key: statistics.median(r[system][key] for r in per_round) for key in expected_keys()}
@@ -98,12 +101,13 @@ def main(argv):
   print("| shape | search | tx_jax | flax_wmt | ratio | per round |")
   print("| --- | --- | --- | --- | --- | --- |")
   for shape, search in expected_keys():
-    ours, theirs = median["tx_jax"][(shape, search)], median["flax_wmt"][(shape, search)]
-    rounds = " / ".join(f"{r['tx_jax'][(shape, search)] / r['flax_wmt'][(shape, search)]:.2f}x" for r in per_round)
-    print(f"| {shape} | {search} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x | {rounds} |")
+    key = (shape, search)
+    rounds = " / ".join(f"{ratio(r, key):.2f}x" for r in per_round)
+    print(f"| {shape} | {search} | {median['tx_jax'][key]:,.0f} | {median['flax_wmt'][key]:,.0f} | "
+          f"{ratio(median, key):.2f}x | {rounds} |")
   print()
-  for shape, search in expected_keys():
-    print(ratio_line(shape, search, median["tx_jax"][(shape, search)], median["flax_wmt"][(shape, search)]))
+  for key in expected_keys():
+    print(ratio_line(median, key))
 
 
 if __name__ == "__main__":
