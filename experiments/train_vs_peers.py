@@ -23,7 +23,9 @@ more tx_jax row. The tx_jax processes run with --config.compilation_cache=False,
 first step compiles cold like the Flax example's (override it to see a warm start). The batches
 are 75-77 % real tokens: --tx_jax_flags="--config.token_capacity=0.77" adds a row of tx_jax
 computing on those alone (tx_jax/models/token_layout.py; the peers and the plain row compute on
-the padding too).
+the padding too). The run ends with each tx_jax row's ratio to each peer and, in float32, its verdict
+against issue #14's bars (1.3x the Flax example, 1.0x PyTorch, 60 % of jax's ceiling at the base
+shape), e.g. `tx_jax / flax_wmt: 1.35x (bar 1.3x: met)`.
 
 tx_jax's entry points run with a tuned malloc (tx_jax/host_memory.py: one arena that keeps freed
 memory), so its worker does by default and the peers run as they do by default; --tuned_malloc=all
@@ -68,6 +70,9 @@ SHAPES = {
   "small": dict(emb_dim=256, num_heads=4, mlp_dim=1024, num_encoder_layers=3, num_decoder_layers=3),
   "base": dict(emb_dim=512, num_heads=8, mlp_dim=2048, num_encoder_layers=6, num_decoder_layers=6),
 }
+# Issue #14's float32 bars: tx_jax / peer target tokens/s at both shapes, and the base step's share of jax's ceiling.
+RATIO_BARS = {"flax_wmt": 1.3, "torch_eager": 1.0}
+CEILING_BAR = dict(shape="base", percent=60.0)
 BATCH, LENGTH, VOCAB = 32, 64, 8000
 PAD, EOS, BOS = 0, 1, 3  # tx_jax.data.tokenizer's ids
 LEARNING_RATE, WARMUP = 0.002, 300  # configs/default.py's
@@ -402,7 +407,7 @@ def main(argv):
         + ", ".join(f"{f} {g:.0f} GFLOP/s" for f, g in peak.items()))
   print("\n| system | shape | dtype | target tokens/s | GFLOP/s | % of its matmul ceiling | compile (first step) s "
         "| peak RSS MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-  rate = {}
+  rate, share = {}, {}  # (label, shape) -> target tokens/s, % of its framework's ceiling
   for shape in shapes:
     flops = train_flops(shape)
     for label, system, _ in rows:
@@ -414,15 +419,26 @@ def main(argv):
       step = statistics.median(statistics.median(x["step_seconds"]) for x in runs)
       rate[label, shape] = target_tokens / step
       ceiling = peak["torch" if system == "torch_eager" else "jax"]
+      share[label, shape] = 100 * flops / step / 1e9 / ceiling
       print(f"| {label} | {shape} | {_DTYPE.value} | {target_tokens / step:,.0f} | {flops / step / 1e9:.1f} | "
-            f"{100 * flops / step / 1e9 / ceiling:.1f} % | {statistics.median(x['first_step_s'] for x in runs):.1f} | "
+            f"{share[label, shape]:.1f} % | {statistics.median(x['first_step_s'] for x in runs):.1f} | "
             f"{max(x['peak_rss_mb'] for x in runs):,.0f} |")
+  bars = _DTYPE.value == "float32"  # the issue's bars are float32 ones; a bfloat16 table gets the ratios alone
   for shape in shapes:
     print(f"\n{shape}, {_DTYPE.value}, target tokens/s:")
     for label, system, _ in rows:
       for peer in ("flax_wmt", "torch_eager"):
         if system == "tx_jax" and (label, shape) in rate and (peer, shape) in rate:
-          print(f"{label} / {peer}: {rate[label, shape] / rate[peer, shape]:.2f}x")
+          value = rate[label, shape] / rate[peer, shape]
+          print(f"{label} / {peer}: {value:.2f}x" + (verdict(value, RATIO_BARS[peer], "x") if bars else ""))
+      if system == "tx_jax" and bars and shape == CEILING_BAR["shape"] and (label, shape) in share:
+        print(f"{label}: {share[label, shape]:.1f} % of jax's float32 matmul ceiling"
+              + verdict(share[label, shape], CEILING_BAR["percent"], " %"))
+
+
+def verdict(value: float, bar: float, unit: str) -> str:
+  """` (bar 1.3x: met)` or ` (bar 60.0 %: missed)`: `value` against one of issue #14's bars."""
+  return f" (bar {bar}{unit}: {'met' if value >= bar else 'missed'})"
 
 
 if __name__ == "__main__":
