@@ -22,10 +22,11 @@ import sys
 
 from absl import app, flags
 
+import issue14_bars  # experiments/, beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEMS = {"flax_wmt": "flax_wmt_reference.py", "tx_jax": "decode_throughput.py"}  # run in this order
 SEARCHES = ("greedy", "beam 4")
-BARS = {"greedy": 2.0, "beam 4": 2.5}  # issue #14: tx_jax / flax_wmt output tokens/s at both shapes
 
 _FLAX_WMT_DIR = flags.DEFINE_string("flax_wmt_dir", None, "examples/wmt of the Flax source release.", required=True)
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the table has the median over rounds.")
@@ -80,8 +81,8 @@ def ratio(rates: dict, key: tuple) -> float:
 def ratio_line(rates: dict, key: tuple) -> str:
   """`small greedy: tx_jax / flax_wmt: 1.79x (bar 2.0x: met)`."""
   shape, search = key
-  verdict = "met" if ratio(rates, key) >= BARS[search] else "missed"
-  return f"{shape} {search}: tx_jax / flax_wmt: {ratio(rates, key):.2f}x (bar {BARS[search]}x: {verdict})"
+  return (f"{shape} {search}: tx_jax / flax_wmt: {ratio(rates, key):.2f}x"
+          + issue14_bars.verdict(ratio(rates, key), issue14_bars.DECODE_BARS[search], "x"))
 
 
 def main(argv):

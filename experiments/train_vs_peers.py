@@ -51,6 +51,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+import issue14_bars  # noqa: E402  (experiments/, beside this script)
+
 _FLAX_WMT_DIR = flags.DEFINE_string("flax_wmt_dir", None, "examples/wmt of the Flax source release.")
 _SHAPE = flags.DEFINE_enum("shape", "both", ["small", "base", "both"], "Model shape(s) to measure.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of every system.")
@@ -70,9 +72,6 @@ SHAPES = {
   "small": dict(emb_dim=256, num_heads=4, mlp_dim=1024, num_encoder_layers=3, num_decoder_layers=3),
   "base": dict(emb_dim=512, num_heads=8, mlp_dim=2048, num_encoder_layers=6, num_decoder_layers=6),
 }
-# Issue #14's float32 bars: tx_jax / peer target tokens/s at both shapes, and the base step's share of jax's ceiling.
-RATIO_BARS = {"flax_wmt": 1.3, "torch_eager": 1.0}
-CEILING_BAR = dict(shape="base", percent=60.0)
 BATCH, LENGTH, VOCAB = 32, 64, 8000
 PAD, EOS, BOS = 0, 1, 3  # tx_jax.data.tokenizer's ids
 LEARNING_RATE, WARMUP = 0.002, 300  # configs/default.py's
@@ -424,21 +423,18 @@ def main(argv):
             f"{share[label, shape]:.1f} % | {statistics.median(x['first_step_s'] for x in runs):.1f} | "
             f"{max(x['peak_rss_mb'] for x in runs):,.0f} |")
   bars = _DTYPE.value == "float32"  # the issue's bars are float32 ones; a bfloat16 table gets the ratios alone
+  ceiling_bar = issue14_bars.TRAIN_CEILING_BAR
   for shape in shapes:
     print(f"\n{shape}, {_DTYPE.value}, target tokens/s:")
     for label, system, _ in rows:
       for peer in ("flax_wmt", "torch_eager"):
         if system == "tx_jax" and (label, shape) in rate and (peer, shape) in rate:
           value = rate[label, shape] / rate[peer, shape]
-          print(f"{label} / {peer}: {value:.2f}x" + (verdict(value, RATIO_BARS[peer], "x") if bars else ""))
-      if system == "tx_jax" and bars and shape == CEILING_BAR["shape"] and (label, shape) in share:
+          print(f"{label} / {peer}: {value:.2f}x"
+                + (issue14_bars.verdict(value, issue14_bars.TRAIN_RATIO_BARS[peer], "x") if bars else ""))
+      if system == "tx_jax" and bars and shape == ceiling_bar["shape"] and (label, shape) in share:
         print(f"{label}: {share[label, shape]:.1f} % of jax's float32 matmul ceiling"
-              + verdict(share[label, shape], CEILING_BAR["percent"], " %"))
-
-
-def verdict(value: float, bar: float, unit: str) -> str:
-  """` (bar 1.3x: met)` or ` (bar 60.0 %: missed)`: `value` against one of issue #14's bars."""
-  return f" (bar {bar}{unit}: {'met' if value >= bar else 'missed'})"
+              + issue14_bars.verdict(share[label, shape], ceiling_bar["percent"], " %"))
 
 
 if __name__ == "__main__":
