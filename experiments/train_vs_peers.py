@@ -23,7 +23,8 @@ more tx_jax row. The tx_jax processes run with --config.compilation_cache=False,
 first step compiles cold like the Flax example's (override it to see a warm start). The batches
 are 75-77 % real tokens: --tx_jax_flags="--config.token_capacity=0.77" adds a row of tx_jax
 computing on those alone (tx_jax/models/token_layout.py; the peers and the plain row compute on
-the padding too). The run ends with each tx_jax row's ratio to each peer and, in float32, its verdict
+the padding too, and the run prints how many FLOPs that is and the share of the ceiling it leaves
+the counted work at most). The run ends with each tx_jax row's ratio to each peer and, in float32, its verdict
 against issue #14's bars (1.3x the Flax example, 1.0x PyTorch, 60 % of jax's ceiling at the base
 shape), e.g. `tx_jax / flax_wmt: 1.35x (bar 1.3x: met)`.
 
@@ -341,10 +342,25 @@ def spawn(name: str, shape: str = "small", overrides: str = "") -> dict:
   return json.loads(results[-1])
 
 
-def train_flops(shape: str) -> float:
-  """tx_jax's analytic training FLOPs of one benchmark batch of `shape` (the same count for every system)."""
+def every_slot_real(batch: dict) -> dict:
+  """`batch` with each padding slot made a real token: the work of a step that computes on the padding too."""
+  full = dict(batch)
+  for key in ("inputs", "targets"):
+    full[key] = np.where(batch[key] == PAD, EOS, batch[key]).astype(np.int32)
+    full[f"{key}_segment_ids"] = np.ones_like(batch[f"{key}_segment_ids"])
+    full[f"{key}_positions"] = np.broadcast_to(np.arange(LENGTH, dtype=np.int32), (BATCH, LENGTH)).copy()
+  return full
+
+
+def train_flops(shape: str, *, padding: bool = False) -> float:
+  """tx_jax's analytic training FLOPs of one benchmark batch of `shape` (the same count for every system).
+
+  With `padding`, of the same batch with every slot real: what a step that computes the padding does.
+  """
   from tx_jax.training import perf  # noqa: PLC0415
-  return perf.train_flops(parse_config(tx_jax_overrides(shape, _DTYPE.value)), make_batches(1)[0])
+  batch = make_batches(1)[0]
+  return perf.train_flops(parse_config(tx_jax_overrides(shape, _DTYPE.value)),
+                          every_slot_real(batch) if padding else batch)
 
 
 def rows_to_run() -> list:
@@ -407,8 +423,9 @@ def main(argv):
   print("\n| system | shape | dtype | target tokens/s | GFLOP/s | % of its matmul ceiling | compile (first step) s "
         "| peak RSS MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
   rate, share = {}, {}  # (label, shape) -> target tokens/s, % of its framework's ceiling
+  counted = {shape: train_flops(shape) for shape in shapes}
   for shape in shapes:
-    flops = train_flops(shape)
+    flops = counted[shape]
     for label, system, _ in rows:
       runs = [x for x in results.get((label, shape), []) if "error" not in x]
       status = "not installed" if system == "torch_eager" and not has_torch else "failed"
@@ -426,6 +443,10 @@ def main(argv):
   ceiling_bar = issue14_bars.TRAIN_CEILING_BAR
   for shape in shapes:
     print(f"\n{shape}, {_DTYPE.value}, target tokens/s:")
+    every_slot = train_flops(shape, padding=True)
+    print(f"(with the padding a step computes {every_slot / 1e9:.1f} GFLOP, {every_slot / counted[shape]:.2f}x the "
+          f"{counted[shape] / 1e9:.1f} counted, so a padded step at its framework's ceiling would show "
+          f"{100 * counted[shape] / every_slot:.1f} %)")
     for label, system, _ in rows:
       for peer in ("flax_wmt", "torch_eager"):
         if system == "tx_jax" and (label, shape) in rate and (peer, shape) in rate:
