@@ -352,15 +352,15 @@ def every_slot_real(batch: dict) -> dict:
   return full
 
 
-def train_flops(shape: str, *, padding: bool = False) -> float:
-  """tx_jax's analytic training FLOPs of one benchmark batch of `shape` (the same count for every system).
+def train_flops(shape: str) -> tuple:
+  """(counted, with padding): tx_jax's analytic training FLOPs of one benchmark batch of `shape`.
 
-  With `padding`, of the same batch with every slot real: what a step that computes the padding does.
+  `counted` is the real tokens' (the same count for every system); `with padding` that of the same
+  batch with every slot real: what a step that computes the padding does.
   """
   from tx_jax.training import perf  # noqa: PLC0415
-  batch = make_batches(1)[0]
-  return perf.train_flops(parse_config(tx_jax_overrides(shape, _DTYPE.value)),
-                          every_slot_real(batch) if padding else batch)
+  config, batch = parse_config(tx_jax_overrides(shape, _DTYPE.value)), make_batches(1)[0]
+  return perf.train_flops(config, batch), perf.train_flops(config, every_slot_real(batch))
 
 
 def rows_to_run() -> list:
@@ -423,9 +423,9 @@ def main(argv):
   print("\n| system | shape | dtype | target tokens/s | GFLOP/s | % of its matmul ceiling | compile (first step) s "
         "| peak RSS MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
   rate, share = {}, {}  # (label, shape) -> target tokens/s, % of its framework's ceiling
-  counted = {shape: train_flops(shape) for shape in shapes}
+  flops_of = {shape: train_flops(shape) for shape in shapes}  # shape -> (counted, with padding)
   for shape in shapes:
-    flops = counted[shape]
+    flops = flops_of[shape][0]
     for label, system, _ in rows:
       runs = [x for x in results.get((label, shape), []) if "error" not in x]
       status = "not installed" if system == "torch_eager" and not has_torch else "failed"
@@ -443,10 +443,10 @@ def main(argv):
   ceiling_bar = issue14_bars.TRAIN_CEILING_BAR
   for shape in shapes:
     print(f"\n{shape}, {_DTYPE.value}, target tokens/s:")
-    every_slot = train_flops(shape, padding=True)
-    print(f"(with the padding a step computes {every_slot / 1e9:.1f} GFLOP, {every_slot / counted[shape]:.2f}x the "
-          f"{counted[shape] / 1e9:.1f} counted, so a padded step at its framework's ceiling would show "
-          f"{100 * counted[shape] / every_slot:.1f} %)")
+    counted, every_slot = flops_of[shape]
+    print(f"(with the padding a step computes {every_slot / 1e9:.1f} GFLOP, {every_slot / counted:.2f}x the "
+          f"{counted / 1e9:.1f} counted, so a padded step at its framework's ceiling would show "
+          f"{100 * counted / every_slot:.1f} %)")
     for label, system, _ in rows:
       for peer in ("flax_wmt", "torch_eager"):
         if system == "tx_jax" and (label, shape) in rate and (peer, shape) in rate:
