@@ -81,8 +81,9 @@ def ratio(rates: dict, key: tuple) -> float:
 def ratio_line(rates: dict, key: tuple) -> str:
   """`small greedy: tx_jax / flax_wmt: 1.79x (bar 2.0x: met)`."""
   shape, search = key
-  return (f"{shape} {search}: tx_jax / flax_wmt: {ratio(rates, key):.2f}x"
-          + issue14_bars.verdict(ratio(rates, key), issue14_bars.DECODE_BARS[search], "x"))
+  value = ratio(rates, key)
+  return (f"{shape} {search}: tx_jax / flax_wmt: {value:.2f}x"
+          + issue14_bars.verdict(value, issue14_bars.DECODE_BARS[search], "x"))
 
 
 def main(argv):
