@@ -154,6 +154,62 @@ def test_the_host_runs_the_padded_step_only_for_batches_over_the_capacity(tiny_c
     np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
 
 
+def test_auto_picks_the_smallest_sixteenth_that_holds_the_fullest_group_of_each_microbatch():
+  assert [padding_choice.auto_share(n) for n in (0.0, 0.05, 0.75, 12 / 16 * (1 + 1e-12), 0.7651, 0.875)] == [
+    1 / 16, 1 / 16, 0.75, 0.75, 0.8125, 0.875]
+  assert padding_choice.auto_share(0.8751) is None and padding_choice.auto_share(1.0) is None  # the padded step
+  batch = jax.device_get(_batch())
+  for key in ("inputs", "targets"):  # rows 0, 2, 4, 6 full, 1, 3, 5, 7 empty: microbatch 0 of 2 is all tokens
+    batch[f"{key}_segment_ids"] = np.repeat([[1], [0]], ROWS // 2, axis=1).T.reshape(ROWS, 1) * np.ones(LENGTH, int)
+  needed = lambda groups, accum: padding_choice.needed_share(Translation(), batch, groups=groups,
+                                                              grad_accum_steps=accum)
+  assert (needed(1, 1), needed(2, 1), needed(1, 2), needed(2, 2)) == (0.5, 0.5, 1.0, 1.0)
+  batch["targets_segment_ids"][0] = 0  # the fullest group of the fullest side sets the share
+  assert (needed(1, 1), needed(2, 1), needed(4, 1)) == (0.5, 0.5, 0.5)
+  batch["inputs_segment_ids"][0] = 0
+  assert (needed(1, 1), needed(2, 1), needed(4, 1)) == (3 / 8, 0.5, 0.5)
+
+
+def test_auto_compiles_a_step_per_share_that_occurs_and_matches_the_padded_step(tiny_config, caplog):
+  """tx_jax.train's steps with token_capacity="auto": each share compiles once, the padded one ahead; same losses."""
+  tiny_config.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+  mesh = parallel.make_mesh(tiny_config.mesh_shape)
+  full = first_train_batch(tiny_config, parallel.global_rows(tiny_config))  # packed rows: nearly every slot
+
+  def first_rows(share):
+    return {k: np.where(np.arange(len(v)).reshape(-1, *[1] * (v.ndim - 1)) < len(v) * share, v, 0)
+            for k, v in full.items()}
+
+  plain_config = tiny_config.copy_and_resolve_references()
+  tiny_config.token_capacity = "auto"
+  configuration.validate(tiny_config)
+  _, state, train_fn, _ = experiment.build(tiny_config, mesh, compile_ahead=True)
+  _, plain_state, plain_fn, _ = experiment.build(plain_config, mesh)
+  assert isinstance(train_fn, padding_choice.ChosenOnHost)
+  groups = parallel.batch_shards(mesh)
+  for batch, over, compiles in ((first_rows(0.5), 0.0, 1), (full, 1.0, 0), (first_rows(0.25), 0.0, 1),
+                                (first_rows(0.5), 0.0, 0)):
+    share = padding_choice.auto_share(padding_choice.needed_share(Translation(), batch, groups=groups,
+                                                                  grad_accum_steps=1))
+    assert (share is None) == (over == 1.0)
+    out = {}
+    compiled = train_step_compiles(lambda b=batch: out.update(step=train_fn(state, parallel.global_batch(b, mesh))),
+                                   caplog)
+    assert len(compiled) == compiles, compiled  # ahead (padded) and the first share; then a new share only
+    state, sums = out["step"]
+    plain_state, plain_sums = plain_fn(plain_state, parallel.global_batch(batch, mesh))
+    assert float(sums["over_capacity"]) == over
+    assert float(sums["tokens"]) == float(plain_sums["tokens"]) == float((batch["targets_segment_ids"] != 0).sum())
+    np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
+
+
+def test_auto_needs_one_process(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(errors.ConfigError, match=r"config\.token_capacity='auto' needs one process.*give a share"):
+    padding_choice.train_fn(lambda capacity: None, task=Translation(), fraction="auto", step_groups=1, groups=1,
+                            grad_accum_steps=1)
+
+
 def test_token_capacity_is_for_tasks_that_skip_padding(tiny_config):
   tiny_config.token_capacity = 0.8
   configuration.validate(tiny_config)  # translation

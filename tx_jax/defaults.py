@@ -110,7 +110,9 @@ def get_config():
   # only, in this share of each device's row slots; a batch with more real tokens takes the padded step (same
   # result; tx_jax/training/padding_choice.py). For padded rows (classification's one example a row) or
   # sparsely packed ones (tx_jax's packed translation rows are ~all tokens: leave it at 1.0 there).
-  config.token_capacity = 1.0
+  # "auto" (one process): each batch gets the smallest share in steps of 1/16 that holds its tokens, and the
+  # padded step above 14/16; one compiled step per share that occurs. A number or "auto" (an object field).
+  config.token_capacity = config_dict.FieldReference(1.0, field_type=object)
 
   # Loop, evaluation and checkpoints.
   config.log_every_steps = 100

@@ -81,6 +81,11 @@ def all_fit(segments: dict, groups: int, fraction: float):
                                           for s in segments.values()])
 
 
+def fullest_share(segments: dict, groups: int) -> float:
+  """The largest share of its slots that any group of rows of segments {name: [rows, len]} (numpy) holds in tokens."""
+  return max(float((s.reshape(groups, -1) != 0).mean(axis=1).max()) for s in segments.values())
+
+
 def where_it_fits(token_capacity, segments: dict, compute) -> dict:
   """compute(layouts {name: TokenLayout}) where `segments` fit the capacity, else compute(None); + over_capacity.
 
