@@ -26,10 +26,20 @@ def test_first_step_runs_the_step_compiled_ahead(small_corpus_dir, vocab_dir, tm
   assert _train_step_compiles_at_first_call(config, caplog) == []
 
 
-@pytest.mark.parametrize("task, overrides", [("mlm", {}), ("cls", {}), ("cls", {"token_capacity": 0.99})],
+@pytest.mark.parametrize("task, overrides", [("mlm", {}), ("cls", {"token_capacity": 1.0}),
+                                            ("cls", {"token_capacity": 0.99})],
                          ids=["mlm", "cls", "cls_token_capacity"])
 def test_encoder_tasks_run_the_step_compiled_ahead(vocab_dir, caplog, task, overrides):
   assert _train_step_compiles_at_first_call(make_tiny_encoder_config(vocab_dir, task, **overrides), caplog) == []
+
+
+def test_auto_compiles_the_padded_step_ahead_and_a_sparse_first_batch_its_share(vocab_dir, caplog):
+  # token_capacity="auto" (the default) cannot know a batch's share before it comes: ahead it compiles
+  # the padded step, which packed rows run (the tests above); classification's one-snippet rows
+  # (about half padding) run a step without the padding, compiled at the first step.
+  config = make_tiny_encoder_config(vocab_dir, "cls")
+  assert config.token_capacity == "auto"
+  assert len(_train_step_compiles_at_first_call(config, caplog)) == 1
 
 
 def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog):

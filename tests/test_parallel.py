@@ -64,7 +64,7 @@ from tx_jax.training import experiment, schedules
 from tx_jax.training import step as step_lib
 
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0,
-                          learning_rate=0.003, warmup_steps=0)
+                          learning_rate=0.003, warmup_steps=0, token_capacity=1.0)  # padded unless a run says
 task = tasks.get(config)
 batches = task.train_batches(config, task.tokenizer(config, train=True), global_rows=16)
 local = [next(batches) for _ in range(4)]

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from conftest import first_train_batch, train_step_compiles
-from tx_jax import configuration, errors, parallel
+from tx_jax import configuration, errors, parallel, tasks
 from tx_jax.models.config import ModelConfig
 from tx_jax.models.encoder_decoder import EncoderDecoder
 from tx_jax.models.encoder_only import EncoderOnly
@@ -137,6 +137,7 @@ def test_the_host_runs_the_padded_step_only_for_batches_over_the_capacity(tiny_c
   mesh = parallel.make_mesh(tiny_config.mesh_shape)
   full = first_train_batch(tiny_config, parallel.global_rows(tiny_config))  # packed rows: nearly every slot
   half = {k: np.where(np.arange(len(v)).reshape(-1, *[1] * (v.ndim - 1)) < len(v) // 2, v, 0) for k, v in full.items()}
+  tiny_config.token_capacity = 1.0  # every batch padded
   plain_config = tiny_config.copy_and_resolve_references()
   tiny_config.token_capacity = 0.6
   _, state, train_fn, _ = experiment.build(tiny_config, mesh, compile_ahead=True)
@@ -180,8 +181,9 @@ def test_auto_compiles_a_step_per_share_that_occurs_and_matches_the_padded_step(
     return {k: np.where(np.arange(len(v)).reshape(-1, *[1] * (v.ndim - 1)) < len(v) * share, v, 0)
             for k, v in full.items()}
 
+  tiny_config.token_capacity = 1.0  # every batch padded
   plain_config = tiny_config.copy_and_resolve_references()
-  tiny_config.token_capacity = "auto"
+  tiny_config.token_capacity = "auto"  # the default
   configuration.validate(tiny_config)
   _, state, train_fn, _ = experiment.build(tiny_config, mesh, compile_ahead=True)
   _, plain_state, plain_fn, _ = experiment.build(plain_config, mesh)
@@ -203,11 +205,16 @@ def test_auto_compiles_a_step_per_share_that_occurs_and_matches_the_padded_step(
     np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
 
 
-def test_auto_needs_one_process(monkeypatch):
-  monkeypatch.setattr(jax, "process_count", lambda: 2)
-  with pytest.raises(errors.ConfigError, match=r"config\.token_capacity='auto' needs one process.*give a share"):
-    padding_choice.train_fn(lambda capacity: None, task=Translation(), fraction="auto", step_groups=1, groups=1,
-                            grad_accum_steps=1)
+def test_auto_computes_the_padding_with_several_processes_or_for_tasks_that_keep_it(tiny_config, monkeypatch):
+  built = lambda capacity: ("step", capacity)
+  args = dict(fraction="auto", step_groups=1, groups=1, grad_accum_steps=1)
+  assert isinstance(padding_choice.train_fn(built, task=Translation(), **args), padding_choice.ChosenOnHost)
+  tiny_config.task = "lm"
+  assert tiny_config.token_capacity == "auto"  # the default, valid for every task
+  configuration.validate(tiny_config)
+  assert padding_choice.train_fn(built, task=tasks.get(tiny_config), **args) == ("step", None)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)  # no host sees a whole batch
+  assert padding_choice.train_fn(built, task=Translation(), **args) == ("step", None)
 
 
 def test_token_capacity_is_for_tasks_that_skip_padding(tiny_config):

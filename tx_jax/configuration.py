@@ -98,7 +98,7 @@ def validate(config):
   if not (capacity == "auto" or _is_number(capacity) and 0.0 < capacity <= 1.0):
     _fail("token_capacity", capacity, 'must be in (0, 1] (the share of a device\'s row slots the layers compute on) '
           'or "auto" (the smallest share that holds each batch).')
-  if capacity != 1.0 and not task.skips_padding:
+  if capacity not in (1.0, "auto") and not task.skips_padding:  # "auto" computes the padding of such tasks
     skipping = " and ".join(sorted(name for name, t in tasks.REGISTRY.items() if t.skips_padding))
     _fail("token_capacity", capacity, f"must be 1.0 for config.task={task.name!r}: only {skipping} skip padding.")
   if config.get("model_family", task.family) != task.family:

@@ -106,13 +106,13 @@ def get_config():
   config.grad_accum_steps = 1  # microbatches per step; must divide per_device_batch_size (same update, less memory)
   config.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | nothing_saveable
   config.scan_layers = False  # True: the blocks run as one lax.scan (compile time independent of depth)
-  # < 1 (translation, classification): training computes every layer but attention on the non-padding tokens
-  # only, in this share of each device's row slots; a batch with more real tokens takes the padded step (same
-  # result; tx_jax/training/padding_choice.py). For padded rows (classification's one example a row) or
-  # sparsely packed ones (tx_jax's packed translation rows are ~all tokens: leave it at 1.0 there).
-  # "auto" (one process): each batch gets the smallest share in steps of 1/16 that holds its tokens, and the
-  # padded step above 14/16; one compiled step per share that occurs. A number or "auto" (an object field).
-  config.token_capacity = config_dict.FieldReference(1.0, field_type=object)
+  # Tasks that skip padding (translation, classification) compute every layer but attention on the non-padding
+  # tokens only, in a share of each device's row slots (same result; tx_jax/training/padding_choice.py).
+  # "auto" (one process): each batch gets the smallest share in sixteenths that holds its tokens, and the
+  # padded step above 14/16 (tx_jax's packed translation rows), one compiled step per share that occurs; with
+  # several processes the padded step. A number < 1 fixes the share (a fuller batch takes the padded step);
+  # 1.0 always computes the padding. A number or "auto" (an object field, so both parse from the command line).
+  config.token_capacity = config_dict.FieldReference("auto", field_type=object)
 
   # Loop, evaluation and checkpoints.
   config.log_every_steps = 100
