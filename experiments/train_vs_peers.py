@@ -21,10 +21,11 @@ both. The matmul ceilings are float32 [2048, 2048] products, best of 10, each fr
 process of its own. Each --tx_jax_flags value (space-separated --config.x=y overrides) is one
 more tx_jax row. The tx_jax processes run with --config.compilation_cache=False, so that their
 first step compiles cold like the Flax example's (override it to see a warm start). The batches
-are 75-77 % real tokens: --tx_jax_flags="--config.token_capacity=0.77" adds a row of tx_jax
-computing on those alone (tx_jax/models/token_layout.py; the peers and the plain row compute on
+are 76.5 % real tokens: tx_jax's default (token_capacity="auto") computes on those alone, in
+13/16 of the slots (tx_jax/models/token_layout.py, tx_jax/training/padding_choice.py), and
+--tx_jax_flags="--config.token_capacity=1.0" adds a row of its padded step. The peers compute on
 the padding too, and the run prints how many FLOPs that is and the share of the ceiling it leaves
-the counted work at most). The run ends with each tx_jax row's ratio to each peer and, in float32, its verdict
+the counted work at most. The run ends with each tx_jax row's ratio to each peer and, in float32, its verdict
 against issue #14's bars (1.3x the Flax example, 1.0x PyTorch, 60 % of jax's ceiling at the base
 shape), e.g. `tx_jax / flax_wmt: 1.35x (bar 1.3x: met)`.
 

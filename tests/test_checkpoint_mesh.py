@@ -22,7 +22,8 @@ from tx_jax.training import checkpoint, experiment
 # figures do not depend on how many rows a batch has.
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0,
                           per_device_batch_size=2, num_train_steps=3, eval_every_steps=3, checkpoint_every_steps=3,
-                          num_eval_steps=-1, num_predict_sentences=0)
+                          num_eval_steps=-1, num_predict_sentences=0,
+                          token_capacity=1.0)  # the padded step on every mesh ("auto" picks per group of rows)
 workdir = {workdir!r}
 
 def restore(mesh_shape, devices=None):

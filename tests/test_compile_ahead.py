@@ -9,12 +9,16 @@ from tx_jax import parallel, train
 from tx_jax.training import compile_ahead, experiment
 
 
-def _train_step_compiles_at_first_call(config, caplog, ahead: bool = True) -> list:
-  """The 'Compiling jit(train_step)' log lines of the first step after experiment.build(config, compile_ahead=...)."""
+def _train_step_compiles_at_first_call(config, caplog, ahead: bool = True, sums=None) -> list:
+  """The 'Compiling jit(train_step)' log lines of the first step after experiment.build(config, compile_ahead=...).
+
+  `sums`, if given, receives the step's metric sums.
+  """
   mesh = parallel.make_mesh(config.mesh_shape)
   _, state, train_fn, _ = experiment.build(config, mesh, compile_ahead=ahead)
   batch = parallel.global_batch(first_train_batch(config, parallel.global_rows(config)), mesh)
-  return train_step_compiles(lambda: jax.block_until_ready(train_fn(state, batch)), caplog)
+  return train_step_compiles(lambda: (sums if sums is not None else {}).update(
+    jax.block_until_ready(train_fn(state, batch))[1]), caplog)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"grad_accum_steps": 2}, {"task": "lm"}, {"token_capacity": 0.99}],
@@ -39,7 +43,9 @@ def test_auto_compiles_the_padded_step_ahead_and_a_sparse_first_batch_its_share(
   # (about half padding) run a step without the padding, compiled at the first step.
   config = make_tiny_encoder_config(vocab_dir, "cls")
   assert config.token_capacity == "auto"
-  assert len(_train_step_compiles_at_first_call(config, caplog)) == 1
+  sums = {}
+  assert len(_train_step_compiles_at_first_call(config, caplog, sums=sums)) == 1
+  assert float(sums["over_capacity"]) == 0.0  # it ran without the padding
 
 
 def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog):

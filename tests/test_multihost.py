@@ -30,7 +30,8 @@ from tx_jax import train
 config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dropout_rate=0.0, learning_rate=0.003,
                           warmup_steps=0, per_device_batch_size=4, num_train_steps=4, log_every_steps=2,
                           eval_every_steps=4, checkpoint_every_steps=4, num_eval_steps=-1, parallelism={parallelism!r},
-                          data_shards=2)  # two logical data shards: one per process, or both in one process
+                          data_shards=2,  # two logical data shards: one per process, or both in one process
+                          token_capacity=1.0)  # padded in both ("auto" computes the padding with two processes)
 summary = train.train_and_evaluate(config, {workdir!r})
 print(json.dumps({{"started": started, "process": jax.process_index(), "processes": jax.process_count(),
                   "devices": jax.device_count(), "local_devices": jax.local_device_count(),

@@ -12,6 +12,7 @@ Written by hand: no JAX library offers a static-capacity unpadding that keeps th
 """
 
 import dataclasses
+import fractions
 import functools
 import operator
 
@@ -81,9 +82,10 @@ def all_fit(segments: dict, groups: int, fraction: float):
                                           for s in segments.values()])
 
 
-def fullest_share(segments: dict, groups: int) -> float:
-  """The largest share of its slots that any group of rows of segments {name: [rows, len]} (numpy) holds in tokens."""
-  return max(float((s.reshape(groups, -1) != 0).mean(axis=1).max()) for s in segments.values())
+def fullest_share(segments: dict, groups: int) -> fractions.Fraction:
+  """The largest share of its slots that any group of rows of segments {name: [rows, len]} (numpy) holds, exactly."""
+  return max(fractions.Fraction(int((s.reshape(groups, -1) != 0).sum(axis=1).max()), s.size // groups)
+             for s in segments.values())
 
 
 def where_it_fits(token_capacity, segments: dict, compute) -> dict:

@@ -33,7 +33,7 @@ class Task:
   vocab_suffix = ""  # tells vocabularies of the same corpus apart by what they must hold
   with_mask = False  # the vocabulary reserves tokenizer.MASK_ID for [MASK]
   needs_own_vocabulary = False  # only tx_jax's SentencePiece vocabulary will do (its [MASK] and special ids)
-  skips_padding = False  # metric_sums takes token_capacity (config.token_capacity < 1)
+  skips_padding = False  # metric_sums takes token_capacity (config.token_capacity "auto" or < 1)
 
   # --- configuration
   def validate(self, config, fail):
@@ -150,7 +150,7 @@ class Task:
     """Summed loss and metrics of `model` on one batch (tx_jax.training.losses).
 
     A task with `skips_padding` also takes token_capacity=(groups, fraction, fits) (config.token_capacity
-    < 1; tx_jax.models.token_layout.where_it_fits).
+    "auto" or < 1; tx_jax.models.token_layout.where_it_fits).
     """
     raise NotImplementedError
 

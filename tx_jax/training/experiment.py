@@ -124,7 +124,11 @@ def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections
     if key in overridden or key in EVALUATION_FIELDS:
       if config.get(key) != value:
         logging.info("Evaluating with config.%s=%r (the run trained with %r).", key, value, config.get(key))
-      config[key] = value
+      try:
+        config[key] = value
+      except TypeError:  # config.json fixed the type of a field that takes two (token_capacity: "auto" or a number)
+        del config[key]
+        config[key] = value
     elif key in config and config[key] != value and not isinstance(value, ml_collections.ConfigDict):
       ignored.append(f"{key}={config[key]!r} (--config has {value!r})")
   if ignored:

@@ -79,7 +79,7 @@ def summarize(sums: dict, prefix: str) -> dict:
   if steps:
     out[f"{prefix}/grad_norm"] = sums["grad_norm"] / steps
     out[f"{prefix}/learning_rate"] = sums["learning_rate"]
-    if "over_capacity" in sums:  # config.token_capacity < 1: batches per step that took the padded computation
+    if "over_capacity" in sums:  # token_capacity "auto" or < 1: batches per step that ran the padded computation
       out[f"{prefix}/over_capacity"] = sums["over_capacity"] / steps
   return out
 

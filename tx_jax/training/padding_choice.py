@@ -3,8 +3,8 @@
 A `jax.lax.cond` between the two computations inside one compiled step compiles both and keeps
 buffers for both: at the base shape twice the first step's compile and ~1.2 GB more host memory
 (experiments/README.md). With one process the host holds every row of the batch, so it counts
-each group's real tokens itself (the segment ids, a few KB) and calls one of two compiled steps:
-the one without the padding, which `lower` hands to the compile-ahead, and the padded one,
+each group's real tokens itself (the segment ids, a few KB) and calls a compiled step: for a fixed
+share the one without the padding, which `lower` hands to the compile-ahead, or the padded one,
 compiled the first time a batch does not fit. With several processes no host sees the whole
 batch and a host-side choice would cost a collective a step, so the step decides on the device.
 
@@ -15,6 +15,7 @@ as tx_jax's packed rows. The choice is a function of the batch alone, so a resum
 batch as the uninterrupted one did. With several processes "auto" computes the padding.
 """
 
+import fractions
 import math
 from typing import Callable
 
@@ -41,15 +42,15 @@ AUTO_STEPS = 16  # "auto": shares in steps of 1/16 of a group's slots (at most t
 AUTO_LIMIT = 14  # "auto": batches needing more than 14/16 run the padded step (README "Training options")
 
 
-def needed_share(task, batch: dict, *, groups: int, grad_accum_steps: int) -> float:
+def needed_share(task, batch: dict, *, groups: int, grad_accum_steps: int) -> fractions.Fraction:
   """The largest share of its slots any group of rows fills with tokens, over the microbatches the step splits."""
   return max(token_layout.fullest_share(segments, groups)
              for segments in microbatch_segments(task, batch, grad_accum_steps))
 
 
-def auto_share(needed: float) -> float | None:
+def auto_share(needed) -> float | None:
   """config.token_capacity="auto": the multiple of 1/16 that holds a `needed` share of slots; None: the padded step."""
-  steps = max(1, math.ceil(round(needed * AUTO_STEPS, 9)))  # round: 12/16 computed as 0.7500000001 stays 12
+  steps = max(1, math.ceil(fractions.Fraction(needed) * AUTO_STEPS))  # exact: a float's own value, not rounded
   return steps / AUTO_STEPS if steps <= AUTO_LIMIT else None
 
 
@@ -91,7 +92,8 @@ class ChosenOnHost:
 def train_fn(build: Callable, *, task, fraction, step_groups: int, groups: int, grad_accum_steps: int):
   """The train fn for config.token_capacity=fraction, from build(token_capacity) -> train fn (state, batch).
 
-  token_capacity is the task's (groups, fraction, fits), None when off (1.0). `step_groups` are
+  token_capacity is the task's (groups, fraction, fits) (fits False: the padded computation, which
+  also reports over_capacity), None when off (1.0, or "auto" where it computes the padding). `step_groups` are
   the groups a step's task sees in its rows (jit: the batch shards; pmap: 1 a device), `groups`
   the same groups counted in the global batch. `fraction` "auto" picks a share per batch.
   """
