@@ -34,6 +34,12 @@ def _batch(seed=0):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
+def _first_rows(batch: dict, share: float) -> dict:
+  """`batch` with every row after the first `share` of them emptied (all features zero, so all padding)."""
+  return {k: np.where(np.arange(len(v)).reshape(-1, *[1] * (v.ndim - 1)) < len(v) * share, v, 0)
+          for k, v in batch.items()}
+
+
 def _fullest_group(segments, groups: int) -> int:
   """Real tokens of the fullest of `groups` groups of rows: the tightest capacity that fits."""
   return int(np.asarray(segments).reshape(groups, -1).sum(1).max())
@@ -137,7 +143,7 @@ def test_the_host_runs_the_padded_step_only_for_batches_over_the_capacity(tiny_c
   tiny_config.update(dropout_rate=0.0, attention_dropout_rate=0.0)
   mesh = parallel.make_mesh(tiny_config.mesh_shape)
   full = first_train_batch(tiny_config, parallel.global_rows(tiny_config))  # packed rows: nearly every slot
-  half = {k: np.where(np.arange(len(v)).reshape(-1, *[1] * (v.ndim - 1)) < len(v) // 2, v, 0) for k, v in full.items()}
+  half = _first_rows(full, 0.5)
   tiny_config.token_capacity = 1.0  # every batch padded
   plain_config = tiny_config.copy_and_resolve_references()
   tiny_config.token_capacity = 0.6
@@ -198,10 +204,6 @@ def test_auto_compiles_a_step_per_share_that_occurs_and_matches_the_padded_step(
   mesh = parallel.make_mesh(tiny_config.mesh_shape)
   full = first_train_batch(tiny_config, parallel.global_rows(tiny_config))  # packed rows: nearly every slot
 
-  def first_rows(share):
-    return {k: np.where(np.arange(len(v)).reshape(-1, *[1] * (v.ndim - 1)) < len(v) * share, v, 0)
-            for k, v in full.items()}
-
   tiny_config.token_capacity = 1.0  # every batch padded
   plain_config = tiny_config.copy_and_resolve_references()
   tiny_config.token_capacity = "auto"  # the default
@@ -210,8 +212,8 @@ def test_auto_compiles_a_step_per_share_that_occurs_and_matches_the_padded_step(
   _, plain_state, plain_fn, _ = experiment.build(plain_config, mesh)
   assert isinstance(train_fn, padding_choice.ChosenOnHost)
   groups = parallel.batch_shards(mesh)
-  for batch, over, compiles in ((first_rows(0.5), 0.0, 1), (full, 1.0, 0), (first_rows(0.25), 0.0, 1),
-                                (first_rows(0.5), 0.0, 0)):
+  for batch, over, compiles in ((_first_rows(full, 0.5), 0.0, 1), (full, 1.0, 0), (_first_rows(full, 0.25), 0.0, 1),
+                                (_first_rows(full, 0.5), 0.0, 0)):
     share = padding_choice.auto_share(padding_choice.needed_share(Translation(), batch, groups=groups,
                                                                   grad_accum_steps=1))
     assert (share is None) == (over == 1.0)

@@ -20,6 +20,11 @@ import jax
 import jax.numpy as jnp
 
 
+def tokens_per_group(segments, groups: int):
+  """Real tokens (segment id != 0) in each of `groups` groups of rows of segments [rows, len] -> [groups]."""
+  return (segments.reshape(groups, -1) != 0).sum(axis=1)  # methods, not jnp: a numpy batch is counted on the host
+
+
 def capacity_for(rows: int, length: int, groups: int, fraction: float) -> int:
   """Slots a group keeps: `fraction` of its rows * length, rounded up to a multiple of 8."""
   slots = rows // groups * length
@@ -47,8 +52,7 @@ class TokenLayout:
   @staticmethod
   def fits(segments, groups: int, capacity: int):
     """Whether every group of segments [rows, len] has at most `capacity` real tokens (numpy or jax bool scalar)."""
-    counts = (segments.reshape(groups, -1) != 0).sum(axis=1)
-    return (counts <= capacity).all()  # methods, not jnp: a numpy batch is counted on the host
+    return (tokens_per_group(segments, groups) <= capacity).all()
 
   @property
   def groups(self) -> int:
@@ -84,8 +88,7 @@ def all_fit(segments: dict, groups: int, fraction: float):
 
 def fullest_share(segments: dict, groups: int) -> fractions.Fraction:
   """The largest share of its slots that any group of rows of segments {name: [rows, len]} (numpy) holds, exactly."""
-  return max(fractions.Fraction(int((s.reshape(groups, -1) != 0).sum(axis=1).max()), s.size // groups)
-             for s in segments.values())
+  return max(fractions.Fraction(int(tokens_per_group(s, groups).max()), s.size // groups) for s in segments.values())
 
 
 def where_it_fits(token_capacity, segments: dict, compute) -> dict:

@@ -1,4 +1,4 @@
-"""config.token_capacity ("auto" or < 1): the host picks, batch by batch, a train step without the padding or the padded one.
+"""config.token_capacity ("auto" or < 1): the host picks, batch by batch, a step without the padding or the padded one.
 
 A `jax.lax.cond` between the two computations inside one compiled step compiles both and keeps
 buffers for both: at the base shape twice the first step's compile and ~1.2 GB more host memory
@@ -27,9 +27,12 @@ from tx_jax.training import step as step_lib
 
 
 def microbatch_segments(task, batch: dict, grad_accum_steps: int) -> list:
-  """The padding segments {name: [rows, len]} of each microbatch the step splits host batch `batch` into."""
-  micro = step_lib.microbatches(batch, grad_accum_steps)
-  return [task.padding_segments(jax.tree.map(lambda x, j=j: x[j], micro)) for j in range(grad_accum_steps)]
+  """The padding segments {name: [rows, len]} of each microbatch the step splits `batch` into, on the host.
+
+  Only the segments leave the devices (a few KB), not the batch.
+  """
+  micro = step_lib.microbatches(jax.device_get(task.padding_segments(batch)), grad_accum_steps)
+  return [jax.tree.map(lambda x, j=j: x[j], micro) for j in range(grad_accum_steps)]
 
 
 def batch_fits(task, batch: dict, *, groups: int, fraction: float, grad_accum_steps: int) -> bool:
@@ -55,7 +58,7 @@ def auto_share(needed) -> float | None:
 
 
 class ChosenOnHost:
-  """A train fn (state, batch) -> (state, sums) running `build(share)` for each batch's `choose(host batch)`.
+  """A train fn (state, batch) -> (state, sums) running `build(share)` for each batch's `choose(batch)`.
 
   A share is the fraction of slots a step computes on; None is the padded step. Each share's
   step is built (and compiled) the first time a batch needs it; `ahead` is the one compile-ahead builds,
@@ -75,13 +78,15 @@ class ChosenOnHost:
 
   def __call__(self, state, batch: dict):
     """One train step on global batch `batch`, the step picked by counting its tokens on the host."""
-    share = self._choose(jax.device_get(batch))
-    if share not in self._steps and share is None:
-      logging.info("A batch fills more than %g of its slots (config.token_capacity=%r): it and any like it run the "
-                   "padded train step, compiled now (train/over_capacity counts them).", self._most, self._setting)
-    elif share not in self._steps:  # "auto" meets a new share, or the first batch without compile-ahead
-      logging.info("config.token_capacity=%r: the train step computing on %g of the slots compiles now.",
-                   self._setting, share)
+    share = self._choose(batch)
+    if share not in self._steps:
+      if share is None:
+        logging.info("A batch fills more than %g of its slots (config.token_capacity=%r): it and any like it run "
+                     "the padded train step, compiled now (train/over_capacity counts them).", self._most,
+                     self._setting)
+      else:  # "auto" meets a new share, or the first batch without compile-ahead
+        logging.info("config.token_capacity=%r: the train step computing on %g of the slots compiles now.",
+                     self._setting, share)
     return self.step(share)(state, batch)
 
   def lower(self, *args):
@@ -97,16 +102,16 @@ def train_fn(build: Callable, *, task, fraction, step_groups: int, groups: int, 
   the groups a step's task sees in its rows (jit: the batch shards; pmap: 1 a device), `groups`
   the same groups counted in the global batch. `fraction` "auto" picks a share per batch.
   """
-  if fraction == "auto" and not task.skips_padding:
-    return build(None)
-  if fraction == "auto" and jax.process_count() > 1:
-    logging.info("config.token_capacity='auto' computes the padding with several processes (no host sees a whole "
-                 "batch to pick its share); a share in (0, 1], e.g. 0.8, skips it where batches fit.")
-    return build(None)
   if fraction == "auto":
+    if not task.skips_padding:
+      return build(None)
+    if jax.process_count() > 1:
+      logging.info("config.token_capacity='auto' computes the padding with several processes (no host sees a "
+                   "whole batch to pick its share); a share in (0, 1], e.g. 0.8, skips it where batches fit.")
+      return build(None)
 
-    def choose_share(host_batch):
-      return auto_share(needed_share(task, host_batch, groups=groups, grad_accum_steps=grad_accum_steps))
+    def choose_share(batch):
+      return auto_share(needed_share(task, batch, groups=groups, grad_accum_steps=grad_accum_steps))
 
     return ChosenOnHost(lambda share: build((step_groups, share or 1.0, share is not None)), choose_share,
                         ahead=None, most=AUTO_LIMIT / AUTO_STEPS, setting=fraction)
@@ -115,8 +120,8 @@ def train_fn(build: Callable, *, task, fraction, step_groups: int, groups: int, 
   if jax.process_count() > 1:
     return build((step_groups, fraction, None))  # decided on the device
 
-  def choose(host_batch):
-    fits = batch_fits(task, host_batch, groups=groups, fraction=fraction, grad_accum_steps=grad_accum_steps)
+  def choose(batch):
+    fits = batch_fits(task, batch, groups=groups, fraction=fraction, grad_accum_steps=grad_accum_steps)
     return fraction if fits else None
 
   return ChosenOnHost(lambda share: build((step_groups, fraction, share is not None)), choose, ahead=fraction,
