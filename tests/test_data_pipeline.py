@@ -134,6 +134,18 @@ def test_packing_invariants_and_every_example_once_per_epoch(small_corpus_dir, v
   assert len(kept) < len(task.records(config, "train"))  # some pairs are over 64 tokens and were filtered
 
 
+def test_padded_rows_mark_their_padding_by_segment_not_by_id():
+  # Marian's EOS is 0 and its pad id is not: a row's own length, not its ids, says where the padding starts.
+  examples = [{"inputs": np.array([5, 0], np.int32), "labels": np.int32(1)},
+              {"inputs": np.array([7, 8, 0], np.int32), "labels": np.int32(0)}]
+  rows = list(pipeline.pad_rows(grain.MapDataset.source(examples).to_iter_dataset(), 0, length=4, pad_id=9))
+  np.testing.assert_array_equal([r["inputs"] for r in rows], [[5, 0, 9, 9], [7, 8, 0, 9]])
+  np.testing.assert_array_equal([r["inputs_segment_ids"] for r in rows], [[1, 1, 0, 0], [1, 1, 1, 0]])
+  assert [int(r["labels"]) for r in rows] == [1, 0]
+  batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+  assert pipeline.count_tokens(batch) == 5
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_restored_iterator_continues_token_for_token(small_corpus_dir, vocab_dir, workers):
   config = make_tiny_config(small_corpus_dir, vocab_dir, data_workers=workers)

@@ -76,6 +76,9 @@ def test_classifier_batches_start_with_cls_and_resume(vocab_dir):
   state = batches.get_state()
   first.append(next(batches))
   assert (first[0]["inputs"][:, 0] == tokenizer.BOS_ID).all() and set(first[0]["labels"]) <= {0, 1}
+  segments = first[0]["inputs_segment_ids"]  # 1 on each row's [CLS] ... [SEP], then the padding (pad id 0)
+  np.testing.assert_array_equal(segments, first[0]["inputs"] != config.pad_id)
+  assert (segments[:, 0] == 1).all() and (np.diff(segments, axis=1) <= 0).all()
   again = task.train_batches(config, processor, global_rows=8)
   again.set_state(state)
   np.testing.assert_array_equal(next(again)["inputs"], first[2]["inputs"])

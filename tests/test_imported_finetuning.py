@@ -23,7 +23,7 @@ from tx_jax import import_hf, train  # noqa: E402
 from tx_jax.data import rotten_tomatoes  # noqa: E402
 from tx_jax.training import experiment  # noqa: E402
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 0: classifier rows are zero-padded
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # as BERT's vocabularies: [PAD] = 0
 
 
 def _wordpiece(texts, vocab_size: int):

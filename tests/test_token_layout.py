@@ -15,7 +15,7 @@ from tx_jax.models.encoder_only import EncoderOnly
 from tx_jax.models.token_layout import TokenLayout, all_fit, capacity_for
 from tx_jax.tasks.classification import Classification
 from tx_jax.tasks.translation import Translation
-from tx_jax.training import experiment, metrics, padding_choice
+from tx_jax.training import experiment, losses, metrics, padding_choice
 
 VOCAB, ROWS, LENGTH = 64, 8, 12
 
@@ -88,11 +88,17 @@ def test_tokens_without_padding_give_the_padded_loss_and_gradients(kw):
 @pytest.mark.parametrize("kw", [dict(positions="learned", num_token_types=2, embedding_norm=True, norm_position="post",
                                      pooler=True), dict(num_kv_heads=2)], ids=["bert", "grouped_query"])
 def test_classification_without_padding_gives_the_padded_loss_and_gradients(kw):
+  # A pad id that is not 0, and real tokens of id 0: the rows' segment ids, not their ids, mark the padding.
+  pad_id = VOCAB - 1
   cfg = ModelConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=2,
-                    num_decoder_layers=0, num_classes=3, dropout_rate=0.0, attention_dropout_rate=0.0, **kw)
+                    num_decoder_layers=0, num_classes=3, dropout_rate=0.0, attention_dropout_rate=0.0, pad_id=pad_id,
+                    **kw)
   graphdef, params = nnx.split(EncoderOnly(cfg, rngs=nnx.Rngs(0)), nnx.Param)
-  batch = {"inputs": _batch()["inputs"], "labels": jnp.arange(ROWS, dtype=jnp.int32) % 3}  # zero-padded rows
-  fill = float((batch["inputs"] != 0).mean())
+  segments = _batch()["inputs_segment_ids"]
+  tokens = jnp.where(segments != 0, _batch()["inputs"] % 5, pad_id)  # ids 0-4, some of them 0
+  batch = {"inputs": tokens, "inputs_segment_ids": segments, "labels": jnp.arange(ROWS, dtype=jnp.int32) % 3}
+  assert bool(((tokens == 0) & (segments != 0)).any())
+  fill = float(segments.mean())
 
   def loss(params, capacity):
     sums = Classification().metric_sums(nnx.merge(graphdef, params), batch, label_smoothing=0.1, deterministic=True,
@@ -100,6 +106,11 @@ def test_classification_without_padding_gives_the_padded_loss_and_gradients(kw):
     return sums["loss"], sums
 
   (padded, padded_sums), padded_grads = jax.value_and_grad(loss, has_aux=True)(params, None)
+  # the padded step's loss is each row's alone, without its padding
+  model = nnx.merge(graphdef, params)
+  alone = [model.classify(tokens[r:r + 1, :int(segments[r].sum())]) for r in range(ROWS)]
+  expected = losses.classification_sums(jnp.concatenate(alone), batch["labels"], 0.1)["loss"]
+  np.testing.assert_allclose(padded, expected, rtol=1e-5)
   scale = max(float(jnp.abs(p).max()) for p in jax.tree.leaves(padded_grads))
   for capacity, over in (((1, 0.99, True), 0.0), ((2, 0.99, None), 0.0), ((2, fill / 2, None), 1.0)):
     (got, sums), grads = jax.value_and_grad(loss, has_aux=True)(params, capacity)

@@ -40,8 +40,8 @@ BATCH_KEYS = ("inputs", "inputs_segment_ids", "inputs_positions",
 def _real_tokens(batch: dict, key: str) -> int:
   """Non-padding tokens of feature `key` [rows, len].
 
-  Packed rows mark padding by segment id 0, since a real token may have id 0 (Marian's EOS); rows
-  without segment ids (one example each, as classification's) are zero-padded.
+  Rows mark padding by segment id 0, since a real token may have id 0 (Marian's EOS); rows without
+  segment ids are taken as zero-padded.
   """
   return int((batch.get(f"{key}_segment_ids", batch[key]) != 0).sum())
 
@@ -85,11 +85,16 @@ def packed(ds: grain.IterDataset, lengths: dict, *, seed: int, shuffle_bins: boo
   return ds.map(functools.partial(with_decoder_inputs, bos_id=bos_id)) if "targets" in lengths else ds
 
 
-def padded(example: dict, length: int) -> dict:
-  """A one-example row: its "inputs" zero-padded to `length`, other features as they are."""
-  inputs = np.zeros((length,), np.int32)
+def padded(example: dict, length: int, pad_id: int = 0) -> dict:
+  """A one-example row: its "inputs" padded with `pad_id` to `length`, their segment ids, other features as they are.
+
+  The segment ids (1 on the example's tokens, 0 on the padding) mark the padding whatever the ids:
+  a model's pad id may be a real token of another vocabulary (as packed rows' segment ids do).
+  """
+  inputs = np.full((length,), pad_id, np.int32)
   inputs[:len(example["inputs"])] = example["inputs"]
-  return dict(example, inputs=inputs)
+  segments = (np.arange(length) < len(example["inputs"])).astype(np.int32)
+  return dict(example, inputs=inputs, inputs_segment_ids=segments)
 
 
 AUTO_WORKERS = -1  # config.data_workers default: see worker_count
@@ -283,7 +288,7 @@ def pack_rows(ds: grain.IterDataset, seed: int, *, lengths: dict, shuffle_bins: 
   return packed(ds, lengths, seed=seed, shuffle_bins=shuffle_bins, bos_id=bos_id)
 
 
-def pad_rows(ds: grain.IterDataset, seed: int, *, length: int) -> grain.IterDataset:
-  """One example per row, "inputs" padded to `length`."""
+def pad_rows(ds: grain.IterDataset, seed: int, *, length: int, pad_id: int = 0) -> grain.IterDataset:
+  """One example per row, "inputs" padded with `pad_id` to `length` (see `padded`)."""
   del seed
-  return ds.map(functools.partial(padded, length=length))
+  return ds.map(functools.partial(padded, length=length, pad_id=pad_id))

@@ -32,31 +32,32 @@ class Classification(base.Task):
             "labels": np.int32(record["label"])}
 
   def rows(self, config, length, *, train, bos_id=tokenizer_lib.BOS_ID):
-    return functools.partial(pipeline.pad_rows, length=length)
+    return functools.partial(pipeline.pad_rows, length=length, pad_id=config.pad_id)
 
   def empty_row(self, config, length):
-    return {"inputs": np.zeros((length,), np.int32), "labels": np.int32(-1)}
+    return {"inputs": np.full((length,), config.pad_id, np.int32), "inputs_segment_ids": np.zeros((length,), np.int32),
+            "labels": np.int32(-1)}
 
   skips_padding = True  # metric_sums takes token_capacity (tx_jax.models.token_layout)
 
   def metric_sums(self, model, batch, *, label_smoothing, deterministic, rng=None, mask_rate=0.15,
                   token_capacity=None):
     """Classification sums; with token_capacity (groups, fraction, fits), without the padding where it fits."""
-    def sums(**kw):
-      logits = model.classify(batch["inputs"], deterministic=deterministic, rngs=base.dropout_rngs(deterministic, rng),
-                              **kw)
+    # The rows' segment ids (pipeline.padded) mask the padding, the same for the layouts and the attention masks.
+    padding = self.padding_segments(batch)
+
+    def sums(layout=None):
+      logits = model.classify(batch["inputs"], segments=padding["inputs"], layout=layout, deterministic=deterministic,
+                              rngs=base.dropout_rngs(deterministic, rng))
       return losses.classification_sums(logits, batch["labels"], label_smoothing)
 
     if token_capacity is None:
       return sums()
-    # Segments from the rows' zero padding (pipeline.padded), the same for the layouts and the attention masks.
-    padding = self.padding_segments(batch)
-    return token_layout.where_it_fits(token_capacity, padding, lambda layouts: sums(
-      segments=padding["inputs"], layout=layouts and layouts["inputs"]))
+    return token_layout.where_it_fits(token_capacity, padding, lambda layouts: sums(layouts and layouts["inputs"]))
 
   def padding_segments(self, batch):
-    """One example per row, zero-padded (pipeline.padded): its tokens' segment is 1."""
-    return {"inputs": (batch["inputs"] != 0).astype(batch["inputs"].dtype)}
+    """One example per row (pipeline.padded): its tokens' segment id is 1, the padding's 0."""
+    return {"inputs": batch["inputs_segment_ids"]}
 
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_encoder_layers, head=False)

@@ -28,7 +28,7 @@ def sequence_flops(cfg, batch: dict, layers: int, head: bool) -> float:
   key = "targets" if "targets" in batch else "inputs"
   scores = 2 * batch[key].shape[1] * q  # QK^T and weights x V, per query token, over the whole row
   per_token = layers * (2 * d * q + 2 * d * kv + ffn + scores) + (d * cfg.vocab_size if head else 0)
-  return float(per_token * np.count_nonzero(batch[key]))
+  return float(per_token * np.count_nonzero(batch.get(f"{key}_segment_ids", batch[key])))  # segment id 0: padding
 
 
 class Translation(base.Task):
