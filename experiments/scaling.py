@@ -59,6 +59,7 @@ def run_job(config, job: dict, batches_path: str) -> dict:
   from flax import nnx
 
   from tx_jax import parallel, tasks
+  from tx_jax.data import pipeline
   from tx_jax.models import registry
   from tx_jax.training import experiment, perf
 
@@ -95,7 +96,7 @@ def run_job(config, job: dict, batches_path: str) -> dict:
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t)
   step_seconds = float(np.median(times))
-  tokens = np.mean([int((b["inputs"] != 0).sum() + (b["targets"] != 0).sum()) for b in batches[1:]])
+  tokens = np.mean([pipeline.count_tokens(b) for b in batches[1:]])
   flops = np.mean([perf.train_flops(config, b) for b in batches[1:]])
   out.update(step_ms=1000 * step_seconds, tokens_per_sec=tokens / step_seconds, flops_per_sec=flops / step_seconds)
   stats = jax.local_devices()[0].memory_stats()

@@ -189,6 +189,7 @@ def test_pmap_on_a_sharded_mesh_is_a_config_error(eight_device_runs):
   ({"token_capacity": 0.0}, "config.token_capacity"),
   ({"token_capacity": 1.5}, "config.token_capacity"),
   ({"token_capacity": "half"}, "config.token_capacity"),  # a number or "auto"
+  ({"pad_id": 1_000_000}, "config.pad_id"),  # not a token of the vocabulary: its embedding would be NaN
 ])
 def test_scaling_config_mistakes_name_the_field(tiny_config, overrides, field):
   tiny_config.update(overrides)

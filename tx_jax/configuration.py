@@ -122,6 +122,8 @@ def validate(config):
     _fail("positions", "rope", "needs an even head size (emb_dim / num_heads).")
   if config.vocab_size < 16:
     _fail("vocab_size", config.vocab_size, "is too small for a SentencePiece vocabulary (>= 16).")
+  if config.get("pad_id", 0) >= config.vocab_size:
+    _fail("pad_id", config.pad_id, f"must be a token id below config.vocab_size={config.vocab_size}.")
   if len(tuple(config.mesh_shape)) != 3:
     _fail("mesh_shape", tuple(config.mesh_shape), "must have 3 sizes: (data, fsdp, tensor).")
   if config.get("parallelism") == "pmap" and tuple(config.mesh_shape)[1:] != (1, 1):

@@ -37,23 +37,23 @@ BATCH_KEYS = ("inputs", "inputs_segment_ids", "inputs_positions",
               "decoder_inputs", "targets", "targets_segment_ids", "targets_positions")
 
 
-def _real_tokens(batch: dict, key: str) -> int:
+def real_tokens(batch: dict, key: str) -> int:
   """Non-padding tokens of feature `key` [rows, len].
 
-  Rows mark padding by segment id 0, since a real token may have id 0 (Marian's EOS); rows without
-  segment ids are taken as zero-padded.
+  Rows mark padding by segment id 0, since a real token may have id 0 (Marian's EOS); every task's
+  rows carry segment ids, and a batch built by hand without them is taken as zero-padded.
   """
   return int((batch.get(f"{key}_segment_ids", batch[key]) != 0).sum())
 
 
 def count_tokens(batch: dict) -> int:
   """Non-padding tokens a batch feeds the model (inputs and targets, whichever it has)."""
-  return sum(_real_tokens(batch, k) for k in ("inputs", "targets") if k in batch)
+  return sum(real_tokens(batch, k) for k in ("inputs", "targets") if k in batch)
 
 
 def count_target_tokens(batch: dict) -> int:
   """Non-padding tokens the loss is taken over: the targets, or the inputs of batches without targets."""
-  return _real_tokens(batch, "targets" if "targets" in batch else "inputs")
+  return real_tokens(batch, "targets" if "targets" in batch else "inputs")
 
 
 def fingerprint(batch: dict) -> str:

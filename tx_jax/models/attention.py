@@ -14,7 +14,7 @@ from tx_jax.models import positions as positions_lib
 def make_attention_mask(query_segments, key_segments, causal=False):
   """Boolean mask [batch, 1, q_len, k_len]: same segment, key not padding, optionally causal.
 
-  Segment id 0 marks padding; unpacked batches use (tokens != 0) as their segment ids.
+  Segment id 0 marks padding; a model called without segment ids uses (tokens != pad_id).
   """
   mask = (query_segments[:, :, None] == key_segments[:, None, :]) & (key_segments[:, None, :] != 0)
   if causal:

@@ -32,10 +32,10 @@ class Classification(base.Task):
             "labels": np.int32(record["label"])}
 
   def rows(self, config, length, *, train, bos_id=tokenizer_lib.BOS_ID):
-    return functools.partial(pipeline.pad_rows, length=length, pad_id=config.pad_id)
+    return functools.partial(pipeline.pad_rows, length=length, pad_id=config.get("pad_id", 0))
 
   def empty_row(self, config, length):
-    return {"inputs": np.full((length,), config.pad_id, np.int32), "inputs_segment_ids": np.zeros((length,), np.int32),
+    return {"inputs": np.full((length,), config.get("pad_id", 0), np.int32), "inputs_segment_ids": np.zeros((length,), np.int32),
             "labels": np.int32(-1)}
 
   skips_padding = True  # metric_sums takes token_capacity (tx_jax.models.token_layout)

@@ -28,7 +28,7 @@ def sequence_flops(cfg, batch: dict, layers: int, head: bool) -> float:
   key = "targets" if "targets" in batch else "inputs"
   scores = 2 * batch[key].shape[1] * q  # QK^T and weights x V, per query token, over the whole row
   per_token = layers * (2 * d * q + 2 * d * kv + ffn + scores) + (d * cfg.vocab_size if head else 0)
-  return float(per_token * np.count_nonzero(batch.get(f"{key}_segment_ids", batch[key])))  # segment id 0: padding
+  return float(per_token * pipeline.real_tokens(batch, key))
 
 
 class Translation(base.Task):
@@ -91,8 +91,8 @@ class Translation(base.Task):
     n, n_source = batch["targets"].shape[1], batch["inputs"].shape[1]
     per_source = cfg.num_encoder_layers * (self_attention + ffn + 2 * n_source * q) + cfg.num_decoder_layers * 2 * d * kv
     per_target = cfg.num_decoder_layers * (self_attention + 2 * d * q + ffn + 2 * n * q + 2 * n_source * q)
-    return float(per_source * np.count_nonzero(batch["inputs"])
-                 + (per_target + d * cfg.vocab_size) * np.count_nonzero(batch["targets"]))
+    return float(per_source * pipeline.real_tokens(batch, "inputs")
+                 + (per_target + d * cfg.vocab_size) * pipeline.real_tokens(batch, "targets"))
 
   def pairs(self, config, split: str, limit: int = 0) -> list:
     """The first `limit` (0: all) raw (source, target) pairs of `split`, for decoding and references."""
