@@ -130,6 +130,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   peak_flops = None  # per device, for perf/mfu: known after the first step (on CPU it is measured, ~2 s)
   window, first_step_seconds, summary = loop.Window(), None, {}
   train_start, train_start_step = time.time(), first_step
+  take_compile_seconds = getattr(train_fn, "take_compile_seconds", lambda: 0.0)  # padding_choice.ChosenOnHost's
   batch_log = open(os.path.join(workdir, f"batches_process{jax.process_index()}.jsonl"), "a", buffering=1) \
     if config.get("log_batches", False) else None
   profiler = profiling.StepProfiler(config.get("profile_steps"), workdir)
@@ -202,6 +203,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
       profiler.before(step)
       state, step_sums = train_fn(state, parallel.global_batch(local, mesh))
       step_sums = jax.device_get(step_sums)
+      compile_seconds = take_compile_seconds()  # a step config.token_capacity compiled for this batch's share
       profiler.after(step, state)
       divergence.check_finite(step, step_sums, config, last_saved)
       clock.add(time.time() - step_start, pipeline.count_target_tokens(local) * jax.process_count())
@@ -223,7 +225,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         window.reset()
         train_start, train_start_step = time.time(), step
       else:
-        window.add_step(step_sums, time.time() - step_start)
+        window.add_step(step_sums, time.time() - step_start, compile_seconds)
       loop.run_due(hooks, step, final)  # log line, evaluation (keep-best save), checkpoint
       if tracker and tracker.should_stop():
         logging.warning("Early stopping after step %d: %s has not improved on %.4f (step %d) for %d evaluations.",

@@ -31,17 +31,19 @@ def run_due(hooks, step: int, final: bool):
 class Window:
   """What the loop adds up between two log lines: metric sums, tokens, model FLOPs, host data wait and step times."""
 
-  def __init__(self):
+  def __init__(self, clock: Callable[[], float] = time.time):
+    self._clock = clock  # seconds; tests give their own
     self.reset()
 
   def reset(self):
     """Starts an empty window now."""
     self.sums, self.tokens, self.flops, self.data_wait, self.step_times = {}, 0, 0.0, 0.0, []
-    self.start = time.time()
+    self.compile_seconds = 0.0
+    self.start = self._clock()
 
   def restart_clock(self):
     """Counts time from now on only: evaluation and saving are not training throughput."""
-    self.start = time.time()
+    self.start = self._clock()
 
   def add_batch(self, tokens: int, flops: float, data_wait: float):
     """A batch fed to the step: its tokens and model FLOPs (all processes), and the seconds waited for it."""
@@ -49,15 +51,21 @@ class Window:
     self.flops += flops
     self.data_wait += data_wait
 
-  def add_step(self, step_sums: dict, seconds: float):
-    """A step's metric sums (on the host) and its wall time."""
+  def add_step(self, step_sums: dict, seconds: float, compile_seconds: float = 0.0):
+    """A step's metric sums (on the host) and its wall time, of which `compile_seconds` compiled a new train step.
+
+    The compilation counts in neither the step's time nor the window's rates (config.token_capacity
+    compiles a step for each share the first time a batch needs it); perf/compile_seconds reports it.
+    """
     self.sums = {k: self.sums.get(k, 0.0) + np.asarray(v, np.float64) for k, v in step_sums.items()}
     self.sums["learning_rate"] = float(step_sums["learning_rate"])  # the latest, not a sum
-    self.step_times.append(seconds)
+    self.step_times.append(seconds - compile_seconds)
+    self.compile_seconds += compile_seconds
+    self.start += compile_seconds
 
   def summary(self, device_count: int, peak_flops: float | None) -> dict:
     """train/* means and perf/* rates of the window (peak_flops per device, for perf/mfu when known)."""
-    elapsed = time.time() - self.start
+    elapsed = self._clock() - self.start
     steps = self.sums["steps"]
     summary = metrics.summarize(self.sums, "train")
     summary["perf/tokens_per_sec"] = self.tokens / elapsed
@@ -66,6 +74,7 @@ class Window:
     summary["perf/tokens_per_sec_per_device"] = self.tokens / elapsed / device_count
     summary["perf/data_wait_seconds"] = self.data_wait / steps  # per step: the host's share of a step
     summary["perf/max_step_seconds"] = max(self.step_times)
+    summary["perf/compile_seconds"] = self.compile_seconds  # new train steps compiled in the window, left out above
     if peak_flops:  # model FLOP/s over the peak of all devices
       summary["perf/mfu"] = self.flops / elapsed / (peak_flops * device_count)
     return summary

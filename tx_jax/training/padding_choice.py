@@ -17,6 +17,7 @@ batch as the uninterrupted one did. With several processes "auto" computes the p
 
 import fractions
 import math
+import time
 from typing import Callable
 
 import jax
@@ -69,6 +70,7 @@ class ChosenOnHost:
                setting):
     self._build, self._choose, self._ahead, self._most, self._setting = build, choose, ahead, most, setting
     self._steps = {}
+    self._compile_seconds = 0.0  # spent compiling steps on first use, since take_compile_seconds last ran
 
   def step(self, share: float | None) -> Callable:
     """The compiled train fn computing on `share` of the slots (None: on all, the padding too), built on first use."""
@@ -87,7 +89,17 @@ class ChosenOnHost:
       else:  # "auto" meets a new share, or the first batch without compile-ahead
         logging.info("config.token_capacity=%r: the train step computing on %g of the slots compiles now.",
                      self._setting, share)
+      start = time.perf_counter()
+      self.step(share).lower(state, batch).compile()  # into JAX's caches, where the call below finds it
+      seconds = time.perf_counter() - start
+      logging.info("Compiled it in %.1fs (perf/compile_seconds; not counted in the throughput).", seconds)
+      self._compile_seconds += seconds
     return self.step(share)(state, batch)
+
+  def take_compile_seconds(self) -> float:
+    """Seconds spent compiling the steps batches first needed since the last call, which then restarts the count."""
+    seconds, self._compile_seconds = self._compile_seconds, 0.0
+    return seconds
 
   def lower(self, *args):
     """The step compile-ahead compiles, lowered for `args`: the fixed share's, or for "auto" the padded one."""
