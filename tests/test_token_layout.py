@@ -173,6 +173,25 @@ def test_the_host_runs_the_padded_step_only_for_batches_over_the_capacity(tiny_c
     np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
 
 
+def test_pmap_steps_are_lowered_and_timed_apart_like_jit_ones(tiny_config):
+  """With parallelism="pmap" (no compile-ahead) each step a batch first needs compiles before its call, timed apart."""
+  tiny_config.update(dropout_rate=0.0, attention_dropout_rate=0.0, parallelism="pmap", mesh_shape=(-1, 1, 1))
+  mesh = parallel.make_mesh(tiny_config.mesh_shape)
+  full = first_train_batch(tiny_config, parallel.global_rows(tiny_config))
+  tiny_config.token_capacity = 1.0
+  _, plain_state, plain_fn, _ = experiment.build(tiny_config.copy_and_resolve_references(), mesh)
+  tiny_config.token_capacity = 0.6
+  _, state, train_fn, _ = experiment.build(tiny_config, mesh, compile_ahead=True)
+  assert isinstance(train_fn, padding_choice.ChosenOnHost)
+  for batch, over, new_step in ((_first_rows(full, 0.5), 0.0, True), (full, 1.0, True), (full, 1.0, False),
+                                (_first_rows(full, 0.5), 0.0, False)):
+    state, sums = train_fn(state, parallel.global_batch(batch, mesh))
+    assert (train_fn.take_compile_seconds() > 0) == new_step
+    plain_state, plain_sums = plain_fn(plain_state, parallel.global_batch(batch, mesh))
+    assert float(sums["over_capacity"]) == over
+    np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
+
+
 def test_auto_picks_the_smallest_sixteenth_that_holds_the_fullest_group_of_each_microbatch():
   assert [padding_choice.auto_share(n) for n in (0.0, 0.05, 0.75, 12 / 16 * (1 + 1e-12), 0.7651, 0.875)] == [
     1 / 16, 1 / 16, 0.75, 0.8125, 0.8125, 0.875]  # exact: a hair over 12/16 needs 13/16

@@ -85,6 +85,8 @@ def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task, label_smoothing: f
     state, sums = train(state, per_device(batch))
     return on_mesh(state), sums
 
+  train_fn.lower = lambda state, batch: train.lower(state, per_device(batch))  # as jit's step has (padding_choice)
+
   def eval_fn(params, batch):
     return evaluate(params, per_device(batch))
 
