@@ -105,8 +105,8 @@ def straight_and_resumed_runs(config, tmp_path, stop_at: int = 3) -> tuple[str, 
   return straight, resumed
 
 
-def train_step_compiles(run, caplog) -> list:
-  """The 'Compiling jit(train_step)' log lines of `run()`, the compile-ahead thread's included: one per compile."""
+def train_step_compiles(run, caplog, name: str = "jit(train_step)") -> list:
+  """The 'Compiling {name}' log lines of `run()` (name "": any), the compile-ahead thread's included: one per compile."""
   import logging
   import jax
   jax.config.update("jax_log_compiles", True)  # process-wide: jax.log_compiles() would miss other threads
@@ -116,7 +116,7 @@ def train_step_compiles(run, caplog) -> list:
       run()
   finally:
     jax.config.update("jax_log_compiles", False)
-  return [r.getMessage()[:80] for r in caplog.records if "Compiling jit(train_step)" in r.getMessage()]
+  return [r.getMessage()[:80] for r in caplog.records if f"Compiling {name}" in r.getMessage()]
 
 
 def first_train_batch(config, global_rows: int, **kw) -> dict:

@@ -119,23 +119,27 @@ def test_perf_scalars_in_tensorboard(tiny_config, tmp_path):
   last = {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"] if tag.startswith("perf/")}
   assert set(last) >= {"perf/tokens_per_sec", "perf/tokens_per_sec_per_device", "perf/mfu", "perf/step_seconds",
                        "perf/first_step_seconds", "perf/steps_per_sec"}
-  assert last.pop("perf/compile_seconds") >= 0.0  # steps compiled mid-run for a new token_capacity share
+  assert last.pop("perf/share_compile_seconds") >= 0.0  # steps compiled mid-run for a new token_capacity share
   assert all(math.isfinite(v) and v > 0 for v in last.values())
   assert last["perf/tokens_per_sec_per_device"] == pytest.approx(last["perf/tokens_per_sec"] / jax.device_count())
   assert last["perf/step_seconds"] == pytest.approx(1 / last["perf/steps_per_sec"], rel=1e-3)
   assert last["perf/mfu"] < 1.0
 
 
-def test_a_step_compiled_mid_window_counts_in_compile_seconds_not_in_the_rates():
+def test_the_window_rates_leave_out_compiles_and_pauses_but_keep_every_step():
   now = [100.0]
   window = loop.Window(clock=lambda: now[0])
   sums = {"loss": 2.0, "nll": 2.0, "correct": 1.0, "tokens": 10.0, "steps": 1.0, "grad_norm": 1.0,
           "learning_rate": 0.1}
-  for seconds, compiling in ((1.0, 0.0), (9.0, 8.0), (1.0, 0.0)):  # the second step compiled its share first
+  for seconds, compiling, pause in ((1.0, 0.0, 0.0), (9.0, 8.0, 0.0), (1.0, 0.0, 30.0), (1.0, 0.0, 0.0)):
     window.add_batch(10, 1e9, 0.0)
     now[0] += seconds
-    window.add_step(sums, seconds, compile_seconds=compiling)
+    window.add_step(sums, seconds, compile_seconds=compiling)  # the second step compiled its share first
+    with window.paused():  # a checkpoint or an evaluation after the third, with a save inside it
+      now[0] += pause / 2
+      with window.paused():
+        now[0] += pause / 2
   summary = window.summary(device_count=1, peak_flops=None)
-  assert summary["perf/compile_seconds"] == 8.0
-  assert summary["perf/tokens_per_sec"] == 30 / 3.0 and summary["perf/step_seconds"] == 1.0
+  assert summary["perf/share_compile_seconds"] == 8.0
+  assert summary["perf/tokens_per_sec"] == 40 / 4.0 and summary["perf/step_seconds"] == 1.0
   assert summary["perf/max_step_seconds"] == 1.0

@@ -173,7 +173,7 @@ def test_the_host_runs_the_padded_step_only_for_batches_over_the_capacity(tiny_c
     np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
 
 
-def test_pmap_steps_are_lowered_and_timed_apart_like_jit_ones(tiny_config):
+def test_pmap_steps_are_lowered_and_timed_apart_like_jit_ones(tiny_config, caplog):
   """With parallelism="pmap" (no compile-ahead) each step a batch first needs compiles before its call, timed apart."""
   tiny_config.update(dropout_rate=0.0, attention_dropout_rate=0.0, parallelism="pmap", mesh_shape=(-1, 1, 1))
   mesh = parallel.make_mesh(tiny_config.mesh_shape)
@@ -190,6 +190,16 @@ def test_pmap_steps_are_lowered_and_timed_apart_like_jit_ones(tiny_config):
     plain_state, plain_sums = plain_fn(plain_state, parallel.global_batch(batch, mesh))
     assert float(sums["over_capacity"]) == over
     np.testing.assert_allclose(float(sums["loss"]), float(plain_sums["loss"]), rtol=1e-4)
+  # What the train fn relies on: a pmap step lowered and compiled for a batch does not compile again when called
+  # (any compile counts, whatever this jax names pmap's); a step called without it does.
+  batch = _first_rows(full, 0.25)
+  for lowered_first in (False, True):
+    _, state, fresh_fn, _ = experiment.build(tiny_config, mesh)
+    step, global_batch = fresh_fn.step(0.6), parallel.global_batch(batch, mesh)
+    if lowered_first:
+      step.lower(state, global_batch).compile()
+    compiled = train_step_compiles(lambda s=step, st=state, b=global_batch: s(st, b), caplog, name="")
+    assert bool(compiled) != lowered_first, compiled
 
 
 def test_auto_picks_the_smallest_sixteenth_that_holds_the_fullest_group_of_each_microbatch():

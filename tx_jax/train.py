@@ -138,9 +138,9 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   def save(step: int, **kwargs):
     """Starts saving the state, the data position and the loop state at `step`."""
     nonlocal last_saved
-    checkpoint.save(manager, step, state, train_iter, loop=loop_item(), **kwargs)
+    with window.paused():  # saving is not training throughput
+      checkpoint.save(manager, step, state, train_iter, loop=loop_item(), **kwargs)
     last_saved = step
-    window.restart_clock()  # saving is not training throughput
 
   def log_window(step: int):
     """Writes the window's means and rates to TensorBoard and one log line, then starts a new window."""
@@ -184,14 +184,21 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
       writer.scalars(step, {"eval/best_" + tracker.metric.split("/", 1)[1]: tracker.best_value})
       # An evaluated step is always saved, carrying its metric, so keep-best can rank (and keep) it.
       save(step, metrics={tracker.metric: eval_summary[tracker.metric]})
-    window.restart_clock()  # evaluation is not training throughput
 
   def save_unless_saved(step: int):
     """Saves at `step` unless the evaluation hook just did."""
     if last_saved != step:
       save(step)
 
-  hooks = [loop.Hook(config.log_every_steps, log_window), loop.Hook(config.eval_every_steps, evaluate_and_keep_best),
+  def paused(run):
+    """`run(step)` with its time left out of the window's rates: evaluation is not training throughput."""
+    def run_paused(step: int):
+      with window.paused():
+        run(step)
+    return run_paused
+
+  hooks = [loop.Hook(config.log_every_steps, log_window),
+           loop.Hook(config.eval_every_steps, paused(evaluate_and_keep_best)),
            loop.Hook(config.checkpoint_every_steps, save_unless_saved)]
   try:
     for step in range(first_step + 1, config.num_train_steps + 1):

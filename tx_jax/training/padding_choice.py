@@ -92,7 +92,7 @@ class ChosenOnHost:
       start = time.perf_counter()
       self.step(share).lower(state, batch).compile()  # into JAX's caches, where the call below finds it
       seconds = time.perf_counter() - start
-      logging.info("Compiled it in %.1fs (perf/compile_seconds; not counted in the throughput).", seconds)
+      logging.info("Compiled it in %.1fs (perf/share_compile_seconds; not counted in the throughput).", seconds)
       self._compile_seconds += seconds
     return self.step(share)(state, batch)
 
