@@ -94,8 +94,9 @@ def test_classification_without_padding_gives_the_padded_loss_and_gradients(kw):
                     num_decoder_layers=0, num_classes=3, dropout_rate=0.0, attention_dropout_rate=0.0, pad_id=pad_id,
                     **kw)
   graphdef, params = nnx.split(EncoderOnly(cfg, rngs=nnx.Rngs(0)), nnx.Param)
-  segments = _batch()["inputs_segment_ids"]
-  tokens = jnp.where(segments != 0, _batch()["inputs"] % 5, pad_id)  # ids 0-4, some of them 0
+  unpacked = _batch()
+  segments = unpacked["inputs_segment_ids"]
+  tokens = jnp.where(segments != 0, unpacked["inputs"] % 5, pad_id)  # ids 0-4, some of them 0
   batch = {"inputs": tokens, "inputs_segment_ids": segments, "labels": jnp.arange(ROWS, dtype=jnp.int32) % 3}
   assert bool(((tokens == 0) & (segments != 0)).any())
   fill = float(segments.mean())

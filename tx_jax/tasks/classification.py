@@ -35,8 +35,9 @@ class Classification(base.Task):
     return functools.partial(pipeline.pad_rows, length=length, pad_id=config.get("pad_id", 0))
 
   def empty_row(self, config, length):
-    return {"inputs": np.full((length,), config.get("pad_id", 0), np.int32), "inputs_segment_ids": np.zeros((length,), np.int32),
-            "labels": np.int32(-1)}
+    # An example without tokens, padded as every row is: all padding, and a label no sum counts.
+    empty = {"inputs": np.zeros((0,), np.int32), "labels": np.int32(-1)}
+    return pipeline.padded(empty, length, config.get("pad_id", 0))
 
   skips_padding = True  # metric_sums takes token_capacity (tx_jax.models.token_layout)
 
