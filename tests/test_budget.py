@@ -43,15 +43,19 @@ def test_budget_stops_at_the_first_step_past_it_and_a_larger_budget_continues(sm
   saved = checkpoint.loop_state(manager, stop)["clock"]
   assert abs(saved["train_seconds"] - clock[stop]) < 1e-5 and saved["target_tokens"] == first["budget/target_tokens"]
 
-  second = run(0.2)  # the clock continues from the checkpoint: 6 more seconds, not 12
+  # 6 s more than the first run's clock: the clock continues from the checkpoint (a fresh clock would
+  # make step stop + 1's smaller). Counted from the clock, not from the first budget, since a step may
+  # overshoot the budget by seconds (one that compiled the step of a new token_capacity share, say).
+  budget = round(clock[stop] + 6.0, 3)
+  second = run(budget / 60)
   stop2 = second["budget_reached_at_step"]
   clock = _clock_by_step(workdir)
   assert stop2 > stop and clock[stop + 1] > clock[stop]
-  assert clock[stop2] >= 12.0 > clock[stop2 - 1]
+  assert clock[stop2] >= budget > clock[stop2 - 1]
   assert second["budget/target_tokens"] > first["budget/target_tokens"]
   assert _eval_steps(workdir) == [stop, stop2]
 
   third = []  # an exhausted budget trains nothing more, says so and compiles no train step
-  assert train_step_compiles(lambda: third.append(run(0.2)), caplog) == []
+  assert train_step_compiles(lambda: third.append(run(budget / 60)), caplog) == []
   assert third[0]["budget_reached_at_step"] == stop2
   assert checkpoint.make_manager(workdir, read_only=True).latest_step() == stop2
