@@ -74,9 +74,10 @@ def test_tokens_without_padding_give_the_padded_loss_and_gradients(kw):
     sums = Translation._sums(nnx.merge(graphdef, params), batch, 0.1, True, None, layouts)
     return sums["loss"], sums
 
-  (padded, padded_sums), padded_grads = jax.value_and_grad(loss, has_aux=True)(params, 0)
+  loss_and_grads = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)  # as the train step: compiled
+  (padded, padded_sums), padded_grads = loss_and_grads(params, 0)
   for groups in (1, 2):
-    (got, sums), grads = jax.value_and_grad(loss, has_aux=True)(params, groups)
+    (got, sums), grads = loss_and_grads(params, groups)
     assert float(sums["tokens"]) == float(padded_sums["tokens"]) == float(batch["targets_segment_ids"].sum())
     np.testing.assert_allclose(got, padded, rtol=1e-5)
     # Against the largest gradient: the attention key biases' gradients are zero up to rounding in both.
@@ -106,15 +107,16 @@ def test_classification_without_padding_gives_the_padded_loss_and_gradients(kw):
                                         token_capacity=capacity)
     return sums["loss"], sums
 
-  (padded, padded_sums), padded_grads = jax.value_and_grad(loss, has_aux=True)(params, None)
+  loss_and_grads = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)  # as the train step: compiled
+  (padded, padded_sums), padded_grads = loss_and_grads(params, None)
   # the padded step's loss is each row's alone, without its padding
-  model = nnx.merge(graphdef, params)
-  alone = [model.classify(tokens[r:r + 1, :int(segments[r].sum())]) for r in range(ROWS)]
+  classify = jax.jit(lambda params, row: nnx.merge(graphdef, params).classify(row))
+  alone = [classify(params, tokens[r:r + 1, :int(segments[r].sum())]) for r in range(ROWS)]
   expected = losses.classification_sums(jnp.concatenate(alone), batch["labels"], 0.1)["loss"]
   np.testing.assert_allclose(padded, expected, rtol=1e-5)
   scale = max(float(jnp.abs(p).max()) for p in jax.tree.leaves(padded_grads))
   for capacity, over in (((1, 0.99, True), 0.0), ((2, 0.99, None), 0.0), ((2, fill / 2, None), 1.0)):
-    (got, sums), grads = jax.value_and_grad(loss, has_aux=True)(params, capacity)
+    (got, sums), grads = loss_and_grads(params, capacity)
     assert float(sums["over_capacity"]) == over and float(sums["tokens"]) == ROWS
     np.testing.assert_allclose(got, padded, rtol=1e-5)
     for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(padded_grads), strict=True):
