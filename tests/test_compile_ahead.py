@@ -12,17 +12,22 @@ from tx_jax.training import compile_ahead, experiment
 def _train_step_compiles_at_first_call(config, caplog, ahead: bool = True, sums=None) -> list:
   """The 'Compiling jit(train_step)' log lines of the first step after experiment.build(config, compile_ahead=...).
 
+  Under parallelism="pmap" every compile counts (this jax logs pmap's step under an internal name).
   `sums`, if given, receives the step's metric sums.
   """
   mesh = parallel.make_mesh(config.mesh_shape)
   _, state, train_fn, _ = experiment.build(config, mesh, compile_ahead=ahead)
   batch = parallel.global_batch(first_train_batch(config, parallel.global_rows(config)), mesh)
   return train_step_compiles(lambda: (sums if sums is not None else {}).update(
-    jax.block_until_ready(train_fn(state, batch))[1]), caplog)
+    jax.block_until_ready(train_fn(state, batch))[1]), caplog,
+    **({"name": ""} if config.get("parallelism") == "pmap" else {}))
 
 
-@pytest.mark.parametrize("overrides", [{}, {"grad_accum_steps": 2}, {"task": "lm"}, {"token_capacity": 0.99}],
-                         ids=["translation", "grad_accum", "lm", "token_capacity"])
+_PMAP = {"parallelism": "pmap", "mesh_shape": (-1, 1, 1)}
+
+
+@pytest.mark.parametrize("overrides", [{}, {"grad_accum_steps": 2}, {"task": "lm"}, {"token_capacity": 0.99}, _PMAP],
+                         ids=["translation", "grad_accum", "lm", "token_capacity", "pmap"])
 def test_first_step_runs_the_step_compiled_ahead(small_corpus_dir, vocab_dir, tmp_path, caplog, overrides):
   config = make_tiny_config(small_corpus_dir, vocab_dir, **overrides)
   if overrides.get("task") == "lm":
@@ -48,9 +53,12 @@ def test_auto_compiles_the_padded_step_ahead_and_a_sparse_first_batch_its_share(
   assert float(sums["over_capacity"]) == 0.0  # it ran without the padding
 
 
-def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog):
+@pytest.mark.parametrize("overrides", [{}, _PMAP], ids=["jit", "pmap"])
+def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog, overrides):
   # The checks above can fail: the same call logs its compile when nothing was compiled ahead.
-  assert len(_train_step_compiles_at_first_call(tiny_config, caplog, ahead=False)) == 1
+  tiny_config.update(overrides)
+  compiles = _train_step_compiles_at_first_call(tiny_config, caplog, ahead=False)
+  assert len(compiles) == 1 if not overrides else compiles  # pmap's: its step and its batch's reshape
 
 
 def test_a_run_and_its_resumption_compile_the_train_step_once_each_and_a_finished_run_not_at_all(

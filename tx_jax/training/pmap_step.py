@@ -85,7 +85,15 @@ def compile_pmap_steps(graphdef, tx, schedule, mesh, *, task, label_smoothing: f
     state, sums = train(state, per_device(batch))
     return on_mesh(state), sums
 
-  train_fn.lower = lambda state, batch: train.lower(state, per_device(batch))  # as jit's step has (padding_choice)
+  def lower(state, batch):
+    """train's lowering for this state and global batch, arrays or jax.ShapeDtypeStructs (compile_ahead).
+
+    It compiles the batch's reshape for them too, so that a call after the lowering's compile compiles nothing.
+    """
+    per_device.lower(batch).compile()
+    return train.lower(state, jax.eval_shape(per_device, batch))
+
+  train_fn.lower = lower  # as jit's step has (padding_choice, compile_ahead)
 
   def eval_fn(params, batch):
     return evaluate(params, per_device(batch))
