@@ -58,7 +58,10 @@ def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog, over
   # The checks above can fail: the same call logs its compile when nothing was compiled ahead.
   tiny_config.update(overrides)
   compiles = _train_step_compiles_at_first_call(tiny_config, caplog, ahead=False)
-  assert len(compiles) == 1 if not overrides else compiles  # pmap's: its step and its batch's reshape
+  if overrides:  # pmap's step itself, not only its batch's reshape (jit(<lambda>)), is among the compiles seen
+    assert any("<lambda>" not in c for c in compiles), compiles
+  else:
+    assert len(compiles) == 1
 
 
 def test_a_run_and_its_resumption_compile_the_train_step_once_each_and_a_finished_run_not_at_all(

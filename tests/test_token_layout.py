@@ -188,7 +188,10 @@ def test_pmap_steps_are_lowered_and_timed_apart_like_jit_ones(tiny_config, caplo
   assert isinstance(train_fn, padding_choice.ChosenOnHost)
   for batch, over, new_step in ((_first_rows(full, 0.5), 0.0, False), (full, 1.0, True), (full, 1.0, False),
                                 (_first_rows(full, 0.5), 0.0, False)):
-    state, sums = train_fn(state, parallel.global_batch(batch, mesh))
+    global_batch, out = parallel.global_batch(batch, mesh), []
+    compiled = train_step_compiles(lambda: out.append(train_fn(state, global_batch)), caplog, name="")  # any compile
+    state, sums = out[0]
+    assert bool(compiled) == new_step, compiled  # the fixed share's step (and reshape) compiled ahead, the padded here
     assert (train_fn.take_compile_seconds() > 0) == new_step
     plain_state, plain_sums = plain_fn(plain_state, parallel.global_batch(batch, mesh))
     assert float(sums["over_capacity"]) == over

@@ -24,8 +24,8 @@ def build(config, mesh, abstract_only=False, compile_ahead=False):
 
   config.parallelism picks jit steps over `mesh` (step.compile_steps) or pmap steps over its
   devices (pmap_step.compile_pmap_steps); both take (state, parallel.global_batch(...)). With
-  `compile_ahead` (tx_jax.train), the train step (jit's or pmap's) compiles on a thread while init
-  compiles and runs, for the train batches' shapes (`abstract_train_batch`).
+  `compile_ahead` (tx_jax.train), the train step (jit's, or pmap's in one process) compiles on a
+  thread while init compiles and runs, for the train batches' shapes (`abstract_train_batch`).
   """
   compilation_cache.enable(config)
   schedule = schedules.make_schedule(config)
@@ -50,7 +50,7 @@ def build(config, mesh, abstract_only=False, compile_ahead=False):
                                      groups=parallel.batch_shards(mesh), grad_accum_steps=step_args["grad_accum_steps"])
   if abstract_only:
     return graphdef, abstract, train_fn, eval_fn
-  if not compile_ahead:
+  if not compile_ahead or (pmap and jax.process_count() > 1):  # pmap's lowering takes process-local arrays there
     return graphdef, make_state(), train_fn, eval_fn
   with compile_ahead_lib.compiling(train_fn, abstract, abstract_train_batch(config, task, mesh), name="train step"):
     state = make_state()
