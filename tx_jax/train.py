@@ -158,6 +158,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
                  1e3 * float(np.median(window.step_times)), 1e3 * max(window.step_times), eta // 60, eta % 60)
     window.reset()
 
+  @window.paused()  # evaluation is not training throughput (a context manager decorates as well)
   def evaluate_and_keep_best(step: int):
     """Validation loss metrics (and BLEU/chrF/TER for translation) to TensorBoard; with keep-best, a ranked save."""
     params = ema.inference_params(state)  # the EMA when the run keeps one: what evaluate and decoding use
@@ -190,15 +191,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     if last_saved != step:
       save(step)
 
-  def paused(run):
-    """`run(step)` with its time left out of the window's rates: evaluation is not training throughput."""
-    def run_paused(step: int):
-      with window.paused():
-        run(step)
-    return run_paused
-
-  hooks = [loop.Hook(config.log_every_steps, log_window),
-           loop.Hook(config.eval_every_steps, paused(evaluate_and_keep_best)),
+  hooks = [loop.Hook(config.log_every_steps, log_window), loop.Hook(config.eval_every_steps, evaluate_and_keep_best),
            loop.Hook(config.checkpoint_every_steps, save_unless_saved)]
   try:
     for step in range(first_step + 1, config.num_train_steps + 1):
