@@ -33,6 +33,29 @@ def test_top_p_keeps_the_smallest_set_whose_mass_reaches_p():
   np.testing.assert_array_equal(kept, [[False, True, True, False, False]])
 
 
+def test_top_p_counts_the_mass_of_the_distribution_sampled_from():
+  log_probs = jnp.log(jnp.array([[0.5, 0.3, 0.2]]))
+  # At temperature 0.5 the sampled distribution is p^2 normalised: 0.658, 0.237, 0.105; 0.658 < 0.8 <= 0.895.
+  tempered = jax.nn.log_softmax(log_probs / 0.5)
+  np.testing.assert_array_equal(np.isfinite(decode.filter_logits(tempered, top_p=0.8)), [[True, True, False]])
+  # At temperature 2, sqrt(p) normalised: 0.415, 0.322, 0.263; 0.415 + 0.322 < 0.8: all three stay.
+  tempered = jax.nn.log_softmax(log_probs / 2.0)
+  np.testing.assert_array_equal(np.isfinite(decode.filter_logits(tempered, top_p=0.8)), [[True, True, True]])
+  # Unnormalised input (logits, or what top-k kept) gives the same set as its normalised form:
+  # after top-k=2 the kept pair is 0.625, 0.375, so top-p 0.6 keeps only the first (the raw masses
+  # e^-3 x 0.5 and e^-3 x 0.3 would keep both).
+  np.testing.assert_array_equal(np.isfinite(decode.filter_logits(log_probs - 3.0, top_k=2, top_p=0.6)),
+                                [[True, False, False]])
+
+
+def test_sampling_at_a_temperature_draws_from_the_tempered_top_p_set():
+  vocab_probs = jnp.log(jnp.array([0.5, 0.3, 0.2]))
+  step = lambda tokens, cache, i: (jnp.broadcast_to(vocab_probs, (tokens.shape[0], 3)), cache)
+  # Token 2 holds 0.105 of the tempered mass at T=0.5: top-p 0.8 never draws it (it did when the mass was p^2).
+  out, _ = decode.sample(step, {}, 256, 4, jax.random.key(0), temperature=0.5, top_p=0.8, eos_id=99)
+  assert set(np.unique(np.asarray(out))) == {0, 1}
+
+
 def test_sampling_is_seeded():
   model, step = _lm_step()
   a, _ = decode.sample(step, model.init_cache(2, 10), 2, 10, jax.random.key(1))

@@ -106,14 +106,17 @@ def greedy(step_fn, cache, batch_size: int, max_len: int, eos_id: int = tokenize
 
 
 def filter_logits(log_probs, top_k: int = 0, top_p: float = 1.0):
-  """Keeps the `top_k` most likely tokens and the smallest set whose probability reaches `top_p`.
+  """Keeps the `top_k` most likely tokens, then the smallest set of those whose probability reaches `top_p`.
 
-  log_probs: [batch, vocab]; the rest become -inf. top_k=0 and top_p=1 keep everything.
+  log_probs: [batch, vocab] logits or log-probabilities; the rest become -inf. The top-p mass is
+  that of the distribution they define once normalised (after top-k, as Hugging Face's
+  TopKLogitsWarper then TopPLogitsWarper). top_k=0 and top_p=1 keep everything.
   """
   if top_k > 0:
     kth = jax.lax.top_k(log_probs, top_k)[0][:, -1:]
     log_probs = jnp.where(log_probs < kth, -jnp.inf, log_probs)
   if top_p < 1.0:
+    log_probs = jax.nn.log_softmax(log_probs)  # the mass of the kept tokens' own distribution
     sorted_lp = jnp.sort(log_probs, axis=-1)[:, ::-1]
     mass_before = jnp.cumsum(jnp.exp(sorted_lp), axis=-1) - jnp.exp(sorted_lp)
     # The smallest kept probability: the last sorted token whose preceding mass is still below p.
@@ -129,7 +132,8 @@ def sample(step_fn, cache, batch_size: int, max_len: int, rng, *, temperature: f
   `grow` as in `greedy`.
   """
   def choose(logits, i):
-    filtered = filter_logits(jax.nn.log_softmax(logits) / max(temperature, 1e-6), top_k, top_p)
+    # The tempered distribution first: top-p's mass is that of what is sampled from.
+    filtered = filter_logits(jax.nn.log_softmax(logits / max(temperature, 1e-6)), top_k, top_p)
     return jax.random.categorical(jax.random.fold_in(rng, i), filtered, axis=-1)
 
   return _one_by_one(step_fn, cache, batch_size, max_len, choose, eos_id, bos_id, grow)
