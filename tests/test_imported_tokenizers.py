@@ -36,8 +36,10 @@ def test_gpt2_generates_and_labels_attention_with_its_tokenizer_json(libreoffice
   bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   bpe.decoder = tokenizers.decoders.ByteLevel()
   bpe.train_from_iterator(texts, tokenizers.trainers.BpeTrainer(
-    vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    vocab_size=400, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+  bpe.add_special_tokens(["<|endoftext|>"])  # the last id, as GPT-2's 50256: id 0 is a byte ("!" in GPT-2's)
   end = bpe.token_to_id("<|endoftext|>")
+  assert end > 0
   torch.manual_seed(0)
   model = _perturbed(transformers.GPT2LMHeadModel(transformers.GPT2Config(
     n_layer=2, n_embd=32, n_head=4, vocab_size=bpe.get_vocab_size(), n_positions=64, bos_token_id=end,
@@ -51,6 +53,10 @@ def test_gpt2_generates_and_labels_attention_with_its_tokenizer_json(libreoffice
   theirs_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(hf_dir, "tokenizer.json"))
   ours_tok = restore.restore_for_inference(work)[3]
   assert isinstance(ours_tok, hf_tokenizers.HFTokenizer) and ours_tok.bos_id == ours_tok.eos_id == end
+  # No pad_token_id: it pads with EOS, so id 0, a real token, is text when detokenized (it was dropped as padding).
+  assert ours_tok.pad_id == end
+  word = theirs_tok.encode("Click", add_special_tokens=False)
+  assert ours_tok.detokenize([0, *word, 0, end, 0]) == theirs_tok.decode([0, *word, 0])
   for text in texts[3000 - 20:]:
     assert ours_tok.encode(text) == theirs_tok.encode(text, add_special_tokens=False)
 

@@ -93,8 +93,21 @@ def _gpt2(hf: dict) -> dict:
              norm_epsilon=hf.get("layer_norm_epsilon", 1e-5), activation=_activation(hf, "activation_function"),
              tie_output_embedding=hf.get("tie_word_embeddings", True),
              dropout_rate=hf.get("resid_pdrop", 0.1), attention_dropout_rate=hf.get("attn_pdrop", 0.1))
-  _special_ids(out, hf, bos_id="bos_token_id", eos_id="eos_token_id")
+  _special_ids(out, hf, bos_id="bos_token_id", eos_id="eos_token_id", pad_id="pad_token_id")
+  _pad_with_eos(out, hf)
   return out
+
+
+def _pad_with_eos(out: dict, hf: dict):
+  """A decoder-only model without a padding token pads with its (first) EOS, as Hugging Face's generate does.
+
+  Without this the workdir would keep tx_jax's default pad_id 0, a real token of these vocabularies
+  (GPT-2's "!"), which detokenizing leaves out as padding.
+  """
+  eos = hf.get("eos_token_id")
+  eos = eos[0] if isinstance(eos, list) and eos else eos
+  if "pad_id" not in out and isinstance(eos, int):
+    out["pad_id"] = eos
 
 
 def _rope_theta(hf: dict) -> float:
@@ -123,6 +136,7 @@ def _llama(hf: dict) -> dict:
   if hf.get("head_dim") and hf["head_dim"] != emb // heads:
     out["head_dim"] = hf["head_dim"]
   _special_ids(out, hf, bos_id="bos_token_id", eos_id="eos_token_id", pad_id="pad_token_id")
+  _pad_with_eos(out, hf)
   return out
 
 
