@@ -182,6 +182,24 @@ def test_damaged_newest_checkpoint_falls_back_with_a_warning(small_corpus_dir, v
   assert _final(config, workdir)[0].step == 8
 
 
+def test_when_no_checkpoint_is_readable_none_is_set_aside(small_corpus_dir, vocab_dir, tmp_path):
+  workdir, intact = str(tmp_path / "run"), str(tmp_path / "intact")
+  train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir), workdir)
+  shutil.copytree(workdir, intact)
+  for step in (3, 6):  # a cause every step shares (here: both damaged) is not taken for damage to each
+    _garble(os.path.join(workdir, "checkpoints", str(step)))
+  with pytest.raises(errors.CheckpointError, match=r"No readable checkpoint .*all left in place"):
+    train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=8), workdir)
+  assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [3, 6]  # the next attempt sees them all
+  assert not glob.glob(os.path.join(workdir, "checkpoints", "corrupt_*"))
+  # Once an older step reads again, the newer unreadable one is set aside and training continues from it.
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "3"))
+  shutil.copytree(os.path.join(intact, "checkpoints", "3"), os.path.join(workdir, "checkpoints", "3"))
+  train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=8), workdir)
+  assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [3, 6, 8]
+  assert glob.glob(os.path.join(workdir, "checkpoints", "corrupt_6_*"))
+
+
 @pytest.mark.slow
 def test_diverging_run_stops_with_the_causes_and_keeps_the_last_good_checkpoint(small_corpus_dir, vocab_dir,
                                                                                  tmp_path):

@@ -161,22 +161,27 @@ def require_step(manager: ocp.CheckpointManager, step: int | None = None) -> lis
 def _newest_readable(manager: ocp.CheckpointManager, step: int | None, read, on_unreadable=None):
   """read(step) of exactly `step`, or without one of the newest step it does not raise CheckpointError for.
 
-  Each unreadable step is logged (and handed to `on_unreadable`) before the one before it is tried.
+  Each unreadable step is logged before the one before it is tried, and handed to `on_unreadable`
+  once an older step has been read: when none can be, the cause is more likely shared (storage,
+  permissions) than damage to each, so every step stays where it is for the next attempt.
   """
   steps = sorted(require_step(manager, step), reverse=True)
   if step is not None:
     return read(step)
-  first_error = None
+  first_error, unreadable = None, []
   for candidate in steps:
     try:
-      return read(candidate)
+      result = read(candidate)
     except errors.CheckpointError as e:
       first_error = first_error or e
+      unreadable.append(candidate)
       logging.warning("Checkpoint step %d is unreadable, falling back to the one before: %s", candidate, e)
-      if on_unreadable:
-        on_unreadable(candidate)
-  raise errors.CheckpointError(f"No readable checkpoint in {manager.directory} (tried steps {steps}); the newest "
-                               f"failed with: {first_error}")
+      continue
+    for bad in unreadable if on_unreadable else ():
+      on_unreadable(bad)
+    return result
+  raise errors.CheckpointError(f"No readable checkpoint in {manager.directory} (tried steps {steps}, all left in "
+                               f"place); the newest failed with: {first_error}")
 
 
 def _restore_step(manager: ocp.CheckpointManager, target, step: int):
