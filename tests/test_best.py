@@ -77,3 +77,40 @@ def test_best_mode_and_mistakes(small_corpus_dir, vocab_dir, tmp_path):
   train.train_and_evaluate(plain, workdir)
   with pytest.raises(errors.ConfigError, match="--step=best needs a run trained with config.best_metric"):
     evaluate.evaluate(plain, workdir, step="best")
+
+
+def test_resuming_with_another_best_metric_ranks_the_old_checkpoints_last(small_corpus_dir, vocab_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  keep = dict(max_checkpoints_to_keep=1, keep_best=2)
+  train.train_and_evaluate(_config(small_corpus_dir, vocab_dir, num_train_steps=4, best_metric="eval/loss", **keep),
+                           workdir)
+  # The saves of steps 2 and 4 carry eval/loss alone; ranking them by eval/accuracy stopped every save (KeyError).
+  config = _config(small_corpus_dir, vocab_dir, num_train_steps=8, best_metric="eval/accuracy", **keep)
+  train.train_and_evaluate(config, workdir)
+  kept = checkpoint.make_manager(workdir, read_only=True).all_steps()
+  assert set(kept) <= {2, 4, 6, 8} and 8 in kept
+  assert evaluate.evaluate(config, workdir, step="best", split="test", max_sentences=2)["step"] in (6, 8)
+
+
+def test_checkpoints_without_a_finite_metric_rank_worst():
+  for mode, worst in (("min", float("inf")), ("max", float("-inf"))):
+    rank = best.metric_fn("eval/loss", mode)
+    assert rank({"eval/loss": 2.5}) == 2.5
+    assert rank({"eval/bleu": 3.0}) == rank({"eval/loss": float("nan")}) == worst
+  tracker = best.Tracker("eval/loss", "min", patience=2)
+  assert not tracker.update(2, {"eval/loss": float("nan")}) and tracker.best_text() == "no finite value yet"
+  assert tracker.update(4, {"eval/loss": 3.0}) and tracker.best_text() == "3.0000 of step 4"
+
+
+def test_a_best_metric_the_evaluation_lacks_is_one_error_that_keeps_the_step(small_corpus_dir, vocab_dir, tmp_path):
+  from tx_jax import configuration
+  workdir = str(tmp_path / "run")
+  config = _config(small_corpus_dir, vocab_dir, num_train_steps=4, best_metric="eval/bleu_score")
+  with pytest.raises(errors.ConfigError, match="not among this task's evaluation metrics"):
+    train.train_and_evaluate(config, workdir)
+  assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [2]  # evaluated step 2, saved before failing
+  # A decoded metric without decoding is known from the config alone: before anything is built.
+  config.update(best_metric="eval/bleu", num_predict_sentences=0)
+  with pytest.raises(errors.ConfigError, match="needs config.task='translation' and config.num_predict_sentences > 0"):
+    configuration.validate(config)
+

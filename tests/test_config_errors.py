@@ -60,6 +60,7 @@ BAD = [
   (["--config.data_shards=-1"], "config.data_shards"),
   (["--config.data_workers=-2"], "config.data_workers"),
   (["--config.best_metric=bleu"], "config.best_metric"),
+  (["--config.best_metric=eval/bleu", "--config.num_predict_sentences=0"], "config.best_metric"),
   (["--config.train_minutes=-1.0"], "config.train_minutes"),
   (["--config.best_mode=up"], "config.best_mode"),
   (["--config.keep_best=0"], "config.keep_best"),

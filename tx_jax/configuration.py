@@ -37,6 +37,8 @@ FRACTIONS = ("ema_decay", "dropout_rate", "attention_dropout_rate", "label_smoot
              "cosine_final_fraction")  # in [0, 1)
 BOOLS = ("use_bias", "share_embeddings", "tie_output_embedding", "output_bias", "scale_embeddings", "embedding_norm",
          "pooler", "mlm_head", "remat", "scan_layers", "attention_images", "log_batches", "compilation_cache")
+# Evaluation scalars of the sentences decoded during training (config.num_predict_sentences of them).
+DECODED_METRICS = ("eval/bleu", "eval/chrf", "eval/ter")
 # The stacks each family needs at least one layer in.
 FAMILY_LAYERS = {"encoder_decoder": ("num_encoder_layers", "num_decoder_layers"),
                  "decoder_only": ("num_decoder_layers",), "encoder_only": ("num_encoder_layers",)}
@@ -94,6 +96,9 @@ def validate(config):
   if config.get("early_stopping_patience", 0) and not best_metric:
     _fail("early_stopping_patience", config.early_stopping_patience, 'needs config.best_metric (e.g. "eval/loss").')
   task = tasks.get(config)
+  if best_metric in DECODED_METRICS and not (tasks.is_translation(config) and config.get("num_predict_sentences")):
+    _fail("best_metric", best_metric, "is scored on decoded validation sentences: it needs config.task="
+          "'translation' and config.num_predict_sentences > 0.")
   capacity = config.get("token_capacity", 1.0)
   if not (capacity == "auto" or _is_number(capacity) and 0.0 < capacity <= 1.0):
     _fail("token_capacity", capacity, 'must be in (0, 1] (the share of a device\'s row slots the layers compute on) '

@@ -100,9 +100,9 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   saved_loop = (checkpoint.loop_state(manager, first_step) if last_saved is not None else None) or {}
   tracker, clock = _loop_trackers(config, saved_loop)
   if tracker and tracker.should_stop():
-    logging.warning("This run stopped early at step %d (%s has not improved on %.4f of step %s for %d evaluations); "
+    logging.warning("This run stopped early at step %d (%s has not improved on %s for %d evaluations); "
                     "raise --config.early_stopping_patience to train on.", first_step, tracker.metric,
-                    tracker.best_value, tracker.best_step, tracker.evals_since_best)
+                    tracker.best_text(), tracker.evals_since_best)
     return {"early_stopped_at_step": first_step, "best_step": tracker.best_step}
   if clock.over(config.train_minutes):
     logging.warning("This run has used its budget: %.1f of config.train_minutes=%g minutes at step %d; raise "
@@ -163,7 +163,8 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     """Validation loss metrics (and BLEU/chrF/TER for translation) to TensorBoard; with keep-best, a ranked save."""
     params = ema.inference_params(state)  # the EMA when the run keeps one: what evaluate and decoding use
     eval_summary = evaluation.loss_metrics(eval_fn, params, task, tokenizer, "validation", config, mesh)
-    pairs = task.pairs(config, "validation", config.num_predict_sentences) if tasks.is_translation(config) else []
+    decodes = tasks.is_translation(config) and config.num_predict_sentences > 0  # 0: no BLEU during training
+    pairs = task.pairs(config, "validation", config.num_predict_sentences) if decodes else []
     if pairs:
       scores, hyps = evaluation.translation_scores(graphdef, params, tokenizer, pairs, config, mesh)
       eval_summary.update({f"eval/{m.lower()}": scores[m]["score"] for m in scores})  # eval/bleu, chrf, ter
@@ -180,9 +181,12 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     summary.update(eval_summary)
     python_gc.freeze()  # what the evaluation traced and imported: later full passes skip it too
     if tracker:
+      if tracker.metric not in eval_summary:
+        save(step)  # the ConfigError below, naming the metrics there are, must not cost this step's checkpoint
       if tracker.update(step, eval_summary):
         logging.info("New best %s %.4f at step %d", tracker.metric, tracker.best_value, step)
-      writer.scalars(step, {"eval/best_" + tracker.metric.split("/", 1)[1]: tracker.best_value})
+      if tracker.best_value is not None:  # None while every evaluation gave a non-finite value
+        writer.scalars(step, {"eval/best_" + tracker.metric.split("/", 1)[1]: tracker.best_value})
       # An evaluated step is always saved, carrying its metric, so keep-best can rank (and keep) it.
       save(step, metrics={tracker.metric: eval_summary[tracker.metric]})
 
@@ -228,8 +232,8 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
         window.add_step(step_sums, time.time() - step_start, compile_seconds)
       loop.run_due(hooks, step, final)  # log line, evaluation (keep-best save), checkpoint
       if tracker and tracker.should_stop():
-        logging.warning("Early stopping after step %d: %s has not improved on %.4f (step %d) for %d evaluations.",
-                        step, tracker.metric, tracker.best_value, tracker.best_step, tracker.evals_since_best)
+        logging.warning("Early stopping after step %d: %s has not improved on %s for %d evaluations.",
+                        step, tracker.metric, tracker.best_text(), tracker.evals_since_best)
         summary.update(early_stopped_at_step=step, best_step=tracker.best_step)
         break
       if out_of_budget and step < config.num_train_steps:
@@ -358,7 +362,7 @@ def main(argv):
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
     sys.exit(1)
   if jax.process_index() == 0:
-    print(json.dumps({k: round(v, 4) for k, v in summary.items()}, indent=1))
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}, indent=1))
 
 
 if __name__ == "__main__":

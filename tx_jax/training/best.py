@@ -31,14 +31,24 @@ def preservation_policy(config):
   latest = checkpoint_managers.LatestN(n=config.max_checkpoints_to_keep)
   if not config.get("best_metric"):
     return latest
-  best = checkpoint_managers.BestN(get_metric_fn=metric_fn(config.best_metric), reverse=mode(config) == "min",
+  best = checkpoint_managers.BestN(get_metric_fn=metric_fn(config.best_metric, mode(config)),
+                                   reverse=mode(config) == "min",
                                    n=config.keep_best, keep_checkpoints_without_metrics=False)
   return checkpoint_managers.AnyPreservationPolicy([latest, best])
 
 
-def metric_fn(name: str):
-  """The function Orbax calls on a checkpoint's saved metrics to rank it."""
-  return lambda metrics: float(metrics[name])
+def metric_fn(name: str, best_mode: str):
+  """The function Orbax calls on a checkpoint's saved metrics to rank it.
+
+  A checkpoint without the metric (saved while the run ranked by another best_metric) or with a
+  non-finite value ranks worst, rather than stopping every later save with a KeyError or sorting on a NaN.
+  """
+  worst = math.inf if best_mode == "min" else -math.inf
+
+  def value(metrics) -> float:
+    x = float(metrics.get(name, worst))
+    return x if math.isfinite(x) else worst
+  return value
 
 
 @dataclasses.dataclass
@@ -74,6 +84,12 @@ class Tracker:
     else:
       self.evals_since_best += 1
     return better
+
+  def best_text(self) -> str:
+    """The best so far for a log line: "3.1416 of step 6", or that no evaluation gave a finite value."""
+    if self.best_value is None:
+      return "no finite value yet"
+    return f"{self.best_value:.4f} of step {self.best_step}"
 
   def should_stop(self) -> bool:
     """True once `patience` evaluations in a row have not beaten the best (never with patience 0)."""

@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from absl import logging
 
 from tx_jax import errors
-from tx_jax.training import ema
+from tx_jax.training import best, ema
 
 
 PARAMS_ITEM, OPT_STATE_ITEM, PROGRESS_ITEM = "params", "opt_state", "progress"
@@ -53,7 +53,7 @@ def make_manager(workdir: str, *, max_to_keep: int = 3, read_only: bool = False,
   else:  # a preservation policy: Orbax deprecates CheckpointManagerOptions.max_to_keep for them
     kw = dict(preservation_policy=preservation_policy or ocp.checkpoint_managers.LatestN(max_to_keep))
   if best_metric:
-    kw.update(best_fn=lambda metrics: float(metrics[best_metric]), best_mode=best_mode)
+    kw.update(best_fn=best.metric_fn(best_metric, best_mode), best_mode=best_mode)
   options = ocp.CheckpointManagerOptions(**kw)
   return ocp.CheckpointManager(directory, options=options)
 
