@@ -95,3 +95,19 @@ def test_decoding_sweep_table_on_validation(run):
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
     "tx_jax.evaluate: --beam_sizes has 'x', not a number; pass e.g. --beam_sizes=1,4,8.")
+
+def test_the_average_of_a_run_with_an_ema_is_what_every_tool_reads(small_corpus_dir, vocab_dir, tmp_path):
+  from conftest import make_tiny_config
+  config = make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=4, checkpoint_every_steps=2,
+                            eval_every_steps=4, max_checkpoints_to_keep=2, ema_decay=0.9, num_predict_sentences=0)
+  workdir, out = str(tmp_path / "run"), str(tmp_path / "avg2")
+  train.train_and_evaluate(config, workdir)
+  assert average.average_workdir(workdir, 2, out)["ema_replaced_by_the_average"]
+  direct = evaluate.evaluate(config, workdir, split="test", average_last=2, max_sentences=4)
+  # The tools read the EMA of an EMA run by default: in the written average, it is the mean, as --nouse_ema's.
+  for use_ema in (True, False):
+    written = evaluate.evaluate(config, out, split="test", max_sentences=4, use_ema=use_ema)
+    assert written["metrics"]["test/loss"] == pytest.approx(direct["metrics"]["test/loss"], rel=1e-6)
+  ema_of_newest = evaluate.evaluate(config, workdir, split="test", max_sentences=4)  # what it read before the fix
+  assert ema_of_newest["metrics"]["test/loss"] != pytest.approx(direct["metrics"]["test/loss"], rel=1e-6)
+

@@ -2,8 +2,10 @@
 
 import math
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from conftest import make_tiny_config
 from tx_jax import configuration, errors, evaluate, generate, train
@@ -40,3 +42,24 @@ def test_encoder_only_family_cannot_be_trained_on_translation(small_corpus_dir, 
   config = make_tiny_config(small_corpus_dir, vocab_dir, model_family="encoder_only")
   with pytest.raises(errors.ConfigError, match="config.model_family"):
     configuration.validate(config)
+
+def test_export_of_a_run_with_an_ema_writes_the_ema_the_tools_score(small_corpus_dir, vocab_dir, tmp_path):
+  from tx_jax import export_hf, import_hf, parallel
+  from tx_jax.interop import workdir as workdir_lib
+  from tx_jax.training import experiment
+  config = make_tiny_config(small_corpus_dir, vocab_dir, task="lm", source_language="", target_language="en",
+                            num_predict_sentences=0, num_encoder_layers=0, num_train_steps=4, eval_every_steps=4,
+                            positions="learned", activation="gelu", scale_embeddings=False, ema_decay=0.9)
+  config.vocab_path = str(tmp_path / "lm.model")  # GPT-2's switches: it exports as a GPT2LMHeadModel
+  run = str(tmp_path / "run")
+  train.train_and_evaluate(config, run)
+  mesh = parallel.make_mesh((-1, 1, 1))
+  for use_ema in (True, False):
+    out, back = str(tmp_path / f"hf_{use_ema}"), str(tmp_path / f"back_{use_ema}")
+    assert export_hf.export_workdir(run, out, use_ema=use_ema) == "GPT2LMHeadModel"
+    import_hf.import_dir(out, back)  # exact both ways (tests/test_interop.py): the exported values, read back
+    exported = jax.tree.leaves(workdir_lib.read_workdir(back)[1])
+    scored = jax.tree.leaves(nnx.to_pure_dict(experiment.restore_model(run, config, mesh, use_ema=use_ema)[1]))
+    assert len(exported) == len(scored) and all(np.array_equal(a, b) for a, b in zip(exported, scored)), use_ema
+  raw, averaged = (workdir_lib.read_workdir(run, use_ema=e)[1] for e in (False, True))
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(raw), jax.tree.leaves(averaged)))

@@ -4,7 +4,9 @@ Usage: python -m tx_jax.average --workdir=W --last=N [--out=W_avgN]
 
 The new workdir holds W's config.json and one checkpoint, at the newest averaged step, whose
 parameters are the mean of the last N checkpoints' (optimizer state and RNG of the newest one);
-`tx_jax.evaluate`, `translate`, `generate` and `visualize` read it as they read W.
+`tx_jax.evaluate`, `translate`, `generate` and `visualize` read it as they read W. In a run that
+keeps an EMA (config.ema_decay > 0), which those tools read by default, the newest step's EMA is
+replaced by the same mean, so every tool reads the average, with or without --use_ema.
 `tx_jax.evaluate --average_last=N` scores such an average without writing it.
 """
 
@@ -16,7 +18,7 @@ import jax
 from absl import app, flags, logging
 
 from tx_jax import command_line, errors, logging_utils, parallel
-from tx_jax.training import averaging, checkpoint, experiment
+from tx_jax.training import averaging, checkpoint, ema, experiment
 
 FLAGS = flags.FLAGS
 AVERAGE_FILE = "average.json"  # in the new workdir: which run and steps it averages
@@ -43,7 +45,8 @@ def average_workdir(workdir: str, last: int, out: str | None = None) -> dict:
   mesh = parallel.make_mesh((-1, 1, 1))
   _, abstract_state, _, _ = experiment.build(config, mesh, abstract_only=True)
   newest, _ = checkpoint.restore(source, abstract_state, steps[-1])  # its optimizer state, step and RNG
-  state = newest.replace(params=averaging.average_params(workdir, abstract_state.params, steps))
+  mean = averaging.average_params(workdir, abstract_state.params, steps)
+  state = newest.replace(params=mean, opt_state=ema.with_average(newest.opt_state, mean))
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
     shutil.copyfile(os.path.join(workdir, "config.json"), os.path.join(out, "config.json"))
@@ -51,7 +54,8 @@ def average_workdir(workdir: str, last: int, out: str | None = None) -> dict:
   checkpoint.save(target, steps[-1], state)  # no data position: a run continued from it starts its data anew
   target.wait_until_finished()
   target.close()
-  record = {"source": workdir, "steps": steps, "out": out}
+  record = {"source": workdir, "steps": steps, "out": out,
+            "ema_replaced_by_the_average": ema.find(newest.opt_state) is not None}
   if jax.process_index() == 0:
     with open(os.path.join(out, AVERAGE_FILE), "w") as f:
       json.dump(record, f, indent=2)

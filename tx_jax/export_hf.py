@@ -21,11 +21,16 @@ def define_flags():
   flags.DEFINE_string("workdir", None, "A tx_jax workdir (config.json + checkpoints/).")
   flags.DEFINE_string("out", None, "The Hugging Face directory to write.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
+  flags.DEFINE_bool("use_ema", True, "Export the run's parameter EMA when it keeps one (config.ema_decay > 0), "
+                    "the model evaluate and translate score; --nouse_ema: the raw parameters.")
 
 
-def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
-  """Exports the checkpoint of `workdir` to the HF directory `out_dir`; returns the architecture written."""
-  config, params = workdir_lib.read_workdir(workdir, step)
+def export_workdir(workdir: str, out_dir: str, step: int | None = None, use_ema: bool = True) -> str:
+  """Exports the checkpoint of `workdir` (its EMA when it keeps one and `use_ema`) to the HF directory `out_dir`.
+
+  Returns the architecture written.
+  """
+  config, params = workdir_lib.read_workdir(workdir, step, use_ema)
   architecture = export.export_dir(config, params, out_dir)
   workdir_lib.copy_tokenizer(os.path.join(workdir, "tokenizer"), out_dir)
   return architecture
@@ -38,7 +43,7 @@ def main(argv):
   if FLAGS.workdir is None or FLAGS.out is None:
     raise app.UsageError("--workdir and --out are required.")
   with command_line.one_line_errors("tx_jax.export_hf", writes_to=FLAGS.out):
-    architecture = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
+    architecture = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.use_ema)
   print(f"Exported {FLAGS.workdir} as {architecture} to {FLAGS.out}")
 
 

@@ -1,10 +1,7 @@
 """Parameter-only restore of trained workdirs for inference: one model, or several as an ensemble."""
 
 from tx_jax import compilation_cache, errors, parallel, tasks
-from tx_jax.models import registry
-from tx_jax.training import checkpoint
 from tx_jax.training import experiment
-from tx_jax.training import step as step_lib
 
 
 def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool = True, dtype: str | None = None):
@@ -23,13 +20,7 @@ def restore_for_inference(workdir: str, step: int | None = None, use_ema: bool =
   compilation_cache.enable(config)
   mesh = parallel.make_mesh((-1, 1, 1))
   tokenizer = tasks.get(config).tokenizer(config)
-  if use_ema and config.get("ema_decay", 0.0) > 0:
-    graphdef, abstract, _, _ = experiment.build(config, mesh, abstract_only=True)  # structure only: no state made
-    averaged, _ = checkpoint.restore_ema(workdir, abstract, step)
-    return config, graphdef, averaged, tokenizer
-  graphdef, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(config, rngs), config.get("seed", 0),
-                                                mesh)
-  params, _ = checkpoint.restore_params(workdir, abstract, step)
+  graphdef, params, _ = experiment.restore_model(workdir, config, mesh, step, use_ema)
   return config, graphdef, params, tokenizer
 
 

@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 
-from tx_jax import errors
-from tx_jax.training import checkpoint
+from flax import nnx
+
+from tx_jax import errors, parallel
+from tx_jax.training import checkpoint, experiment
 
 IMPORT_STEP = 0
 # Tokenizer files copied to W/tokenizer/ when the HF directory has them.
@@ -31,14 +33,22 @@ def write_workdir(workdir: str, config_dict: dict, params):
   manager.close()
 
 
-def read_workdir(workdir: str, step: int | None = None):
-  """(flat config dict, params as a nested dict of arrays) of a tx_jax workdir's checkpoint (newest step)."""
+def read_workdir(workdir: str, step: int | None = None, use_ema: bool = True):
+  """(flat config dict, params as a nested dict of arrays) of a tx_jax workdir's checkpoint (newest step).
+
+  The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, as
+  evaluate, translate and generate read by default; else the raw parameters, as saved.
+  """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise errors.CheckpointError(f"{path} is missing: {workdir} is not a tx_jax workdir.")
   with open(path) as f:
     config = json.load(f)
+  if use_ema and config.get("ema_decay", 0.0) > 0:  # the EMA alone, out of the optimizer-state item
+    _, averaged, _ = experiment.restore_model(workdir, experiment.workdir_config(workdir),
+                                              parallel.make_mesh((-1, 1, 1)), step)
+    return config, nnx.to_pure_dict(averaged)
   params, _ = checkpoint.restore_params(workdir, None, step)  # as saved: nested dicts of arrays
   return config, params
 

@@ -54,3 +54,9 @@ def inference_params(state, use_ema: bool = True):
   """The parameters to evaluate and decode with: the EMA when the run keeps one and `use_ema`, else the raw ones."""
   averaged = find(state.opt_state) if use_ema else None
   return state.params if averaged is None else averaged.ema
+
+
+def with_average(opt_state, params):
+  """The optimizer state with its EMA (if any) replaced by `params`, so the tools that read the EMA read them."""
+  is_ema = lambda x: isinstance(x, EmaState)
+  return jax.tree.map(lambda x: x._replace(ema=params) if is_ema(x) else x, opt_state, is_leaf=is_ema)

@@ -12,6 +12,7 @@ from absl import logging
 from tx_jax import compilation_cache, errors, parallel, tasks
 from tx_jax.models import config as model_config
 from tx_jax.models import registry
+from tx_jax.training import checkpoint
 from tx_jax.training import compile_ahead as compile_ahead_lib
 from tx_jax.training import padding_choice
 from tx_jax.training import pmap_step
@@ -76,6 +77,20 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
   if vocab and not os.path.isabs(vocab) and os.path.isdir(os.path.join(workdir, vocab)):
     config["vocab_path"] = os.path.abspath(os.path.join(os.path.expanduser(workdir), vocab))  # an imported tokenizer/
   return ml_collections.ConfigDict(config)
+
+
+def restore_model(workdir: str, config, mesh, step: int | None = None, use_ema: bool = True):
+  """(graphdef, params, step) of a run's checkpoint (newest readable without `step`), the parameters read alone.
+
+  The params are the run's EMA when it keeps one (config.ema_decay > 0) and `use_ema`, as every
+  tool reads by default (read out of the optimizer-state item, no Adam moment with it), else the raw ones.
+  """
+  if use_ema and config.get("ema_decay", 0.0) > 0:
+    graphdef, abstract_state, _, _ = build(config, mesh, abstract_only=True)  # structure only: no state made
+    return graphdef, *checkpoint.restore_ema(workdir, abstract_state, step)
+  graphdef, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(config, rngs),
+                                                config.get("seed", 0), mesh)
+  return graphdef, *checkpoint.restore_params(workdir, abstract, step)
 
 
 # ModelConfig fields that change no saved array: a resumed run may change them, not the others.

@@ -10,8 +10,7 @@ from absl import logging
 from tx_jax import configuration, errors, parallel, tasks
 from tx_jax.data import hf_tokenizers
 from tx_jax.models import config as model_config
-from tx_jax.models import registry
-from tx_jax.training import checkpoint, experiment
+from tx_jax.training import experiment
 from tx_jax.training import step as step_lib
 
 
@@ -129,9 +128,8 @@ def load_matching_params(workdir: str, params):
   with another shape (another vocab_size or width) is an error.
   """
   source_config = experiment.workdir_config(workdir)
-  _, abstract = step_lib.abstract_params(lambda rngs: registry.build_model(source_config, rngs),
-                                         source_config.get("seed", 0), parallel.make_mesh((-1, 1, 1)))
-  source, _ = checkpoint.restore_params(workdir, abstract)  # the parameters alone, not the optimizer state
+  # The parameters alone, not the optimizer state: the source's EMA when it keeps one, as its evaluations scored.
+  _, source, _ = experiment.restore_model(workdir, source_config, parallel.make_mesh((-1, 1, 1)))
   source = {_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(source)}
   copied, kept, relabelled = [], [], []
 
