@@ -1,6 +1,7 @@
 """Decoder-only language modelling through the same trainer: real run, perplexity vs unigram baseline."""
 
 import math
+import re
 
 import jax
 import numpy as np
@@ -28,6 +29,20 @@ def test_lm_trains_and_evaluates_with_unigram_baseline(small_corpus_dir, vocab_d
   assert len(samples) == 2 and all(isinstance(s, str) for s in samples)
   greedy = generate.generate(str(tmp_path / "run"), "The", num_samples=2, max_new_tokens=5, temperature=0)
   assert greedy[0] == greedy[1]
+  # Past the model's positions a one-line error, not NaN logits decoded into ids past the vocabulary.
+  with pytest.raises(errors.ConfigError, match=rf"pass the model's config.max_len={config.max_len} positions"):
+    generate.generate(str(tmp_path / "run"), "The", max_new_tokens=config.max_len, temperature=0)
+
+
+@pytest.mark.parametrize("setting, text", [(dict(temperature=-1.0), "--temperature=-1.0 must be >= 0"),
+                                           (dict(top_p=0.0), "--top_p=0.0 must be in (0, 1]"),
+                                           (dict(top_k=-2), "--top_k=-2 must be >= 0"),
+                                           (dict(num_samples=0), "--num_samples=0 must be at least 1"),
+                                           (dict(max_new_tokens=0), "--max_new_tokens=0 must be at least 1")])
+def test_sampling_settings_out_of_range_are_one_error(setting, text):
+  settings = dict(num_samples=1, max_new_tokens=4, temperature=1.0, top_k=0, top_p=1.0) | setting
+  with pytest.raises(errors.ConfigError, match=re.escape(text)):
+    generate.check_sampling(**settings)
 
 
 def test_unigram_perplexity_by_hand():
@@ -42,6 +57,7 @@ def test_encoder_only_family_cannot_be_trained_on_translation(small_corpus_dir, 
   config = make_tiny_config(small_corpus_dir, vocab_dir, model_family="encoder_only")
   with pytest.raises(errors.ConfigError, match="config.model_family"):
     configuration.validate(config)
+
 
 def test_export_of_a_run_with_an_ema_writes_the_ema_the_tools_score(small_corpus_dir, vocab_dir, tmp_path):
   from tx_jax import export_hf, import_hf, parallel

@@ -59,15 +59,34 @@ def _generate(graphdef, params, prompt, rng, *, max_new_tokens, temperature, top
                        top_p=top_p, eos_id=eos_id, bos_id=prompt[0, -1], grow=grow)[0]
 
 
+def check_sampling(*, num_samples, max_new_tokens, temperature, top_k, top_p):
+  """Raises ConfigError naming the first sampling setting outside its range."""
+  checks = (("num_samples", num_samples, num_samples >= 1, "must be at least 1"),
+            ("max_new_tokens", max_new_tokens, max_new_tokens >= 1, "must be at least 1"),
+            ("temperature", temperature, temperature >= 0, "must be >= 0 (0: greedy)"),
+            ("top_k", top_k, top_k >= 0, "must be >= 0 (0: every token)"),
+            ("top_p", top_p, 0 < top_p <= 1, "must be in (0, 1] (1: every token)"))
+  for name, value, ok, why in checks:
+    if not ok:
+      raise errors.ConfigError(f"--{name}={value} {why}.")
+
+
 def generate(workdir: str, prompt: str, *, num_samples=1, max_new_tokens=64, temperature=1.0, top_k=0,
              top_p=1.0, seed=0, step=None, use_ema=True, dtype=None):
   """Continuations (strings) of `prompt` from the LM in `workdir` (computed in `dtype`, default the run's)."""
+  check_sampling(num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                 top_p=top_p)
   config, graphdef, params, processor = restore.restore_for_inference(workdir, step, use_ema, dtype)
   if not tasks.is_language_model(config):
     raise errors.ConfigError(f"{workdir} holds a config.task={config.get('task', 'translation')!r} model; "
                              "tx_jax.generate needs a language model (task=lm).")
-  graphdef, params = decode.with_decoding_weights(graphdef, params)
   ids = [processor.bos_id] + processor.encode(prompt)
+  if len(ids) + max_new_tokens > config.max_len:  # learned positions would read past their table (NaN)
+    raise errors.ConfigError(f"the prompt's {len(ids)} tokens (BOS included) and --max_new_tokens={max_new_tokens} "
+                             f"pass the model's config.max_len={config.max_len} positions; shorten the prompt or "
+                             f"lower --max_new_tokens to at most {max(config.max_len - len(ids), 0)}.")
+  top_k = min(top_k, config.vocab_size)  # more than the vocabulary is all of it
+  graphdef, params = decode.with_decoding_weights(graphdef, params)
   prompt_ids = jnp.asarray(np.tile(np.asarray(ids, np.int32), (num_samples, 1)))
   out = _generate(graphdef, params, prompt_ids, jax.random.key(seed), max_new_tokens=max_new_tokens,
                   temperature=float(temperature), top_k=top_k, top_p=float(top_p), eos_id=processor.eos_id)
