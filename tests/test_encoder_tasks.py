@@ -157,3 +157,18 @@ def test_masked_lm_baselines_by_hand():
   # Counts + 1 over the maskable ids 2, 5, 6, 7 of a vocabulary of 8: 5 -> 4, 6 -> 2, 2 -> 1, 7 -> 1; total 8.
   expected = math.exp(-(math.log(4 / 8) + math.log(2 / 8)) / 2)
   assert evaluation.unigram_perplexity(train_examples, eval_examples, 8, maskable_only=True) == pytest.approx(expected)
+
+
+def test_a_label_past_num_classes_is_one_error_naming_it(monkeypatch, vocab_dir):
+  import grain
+  from tx_jax import errors
+  from tx_jax.data import sources
+  config = make_tiny_encoder_config(vocab_dir, "classification")  # num_classes 2
+  records = [{"text": "a fine film", "label": 1}, {"text": "a third kind of film", "label": 2}]  # MNLI-like labels
+  monkeypatch.setattr(sources.READERS[config.dataset], "labelled",
+                      lambda config, split: grain.MapDataset.source(records))
+  read = tasks.get(config).records(config, "train")
+  assert read[0] == records[0]
+  # It was scored as no class at all: a loss of the logits' log-sum-exp and no confusion-matrix count.
+  with pytest.raises(errors.DataError, match=r"has label 2, but config.num_classes=2; set --config.num_classes"):
+    read[1]

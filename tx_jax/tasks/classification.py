@@ -4,6 +4,7 @@ import functools
 
 import numpy as np
 
+from tx_jax import errors
 from tx_jax.data import pipeline
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.models import token_layout
@@ -11,6 +12,14 @@ from tx_jax.tasks import base
 from tx_jax.tasks import translation
 from tx_jax.training import evaluation
 from tx_jax.training import losses
+
+
+def _label_in_range(record, *, num_classes: int, where: str):
+  """The record, or a DataError: a label past the classifier's logits would be scored as no class at all."""
+  if record is not None and not 0 <= record["label"] < num_classes:
+    raise errors.DataError(f"A record of {where} has label {record['label']}, but config.num_classes={num_classes}; "
+                           f"set --config.num_classes to the dataset's number of classes.")
+  return record
 
 
 class Classification(base.Task):
@@ -25,6 +34,11 @@ class Classification(base.Task):
   def validate(self, config, fail):
     if config.get("num_classes", 0) < 2:
       fail("num_classes", config.get("num_classes", 0), "must be at least 2 for config.task='classification'.")
+
+  def records(self, config, split):
+    """The labelled records, each label checked against config.num_classes as it is read."""
+    check = functools.partial(_label_in_range, num_classes=config.num_classes, where=f"{config.dataset} {split}")
+    return super().records(config, split).map(check)
 
   def features(self, record, *, tokenizer, max_length):
     ids = tokenizer.encode(record["text"])[:max_length - 2]  # cut, never dropped: a label needs its text
