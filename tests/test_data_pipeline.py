@@ -134,6 +134,16 @@ def test_packing_invariants_and_every_example_once_per_epoch(small_corpus_dir, v
   assert len(kept) < len(task.records(config, "train"))  # some pairs are over 64 tokens and were filtered
 
 
+def test_a_split_where_no_record_fits_a_row_is_one_error_not_an_endless_filter(small_corpus_dir, vocab_dir):
+  from tx_jax import errors
+  config = make_tiny_config(small_corpus_dir, vocab_dir, max_target_length=1)  # EOS alone: no text fits
+  task = tasks.get(config)
+  with pytest.raises(errors.DataError, match=r"None of 1000 training records .* longer than config.max_target_length"):
+    task.train_batches(config, task.tokenizer(config, train=True), global_rows=8)
+  config.max_target_length = 64  # some fit: batches come
+  assert next(task.train_batches(config, task.tokenizer(config, train=True), global_rows=8))["targets"].shape == (8, 64)
+
+
 def test_padded_rows_mark_their_padding_by_segment_not_by_id():
   # Marian's EOS is 0 and its pad id is not: a row's own length, not its ids, says where the padding starts.
   examples = [{"inputs": np.array([5, 0], np.int32), "labels": np.int32(1)},

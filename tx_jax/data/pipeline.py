@@ -176,6 +176,7 @@ def train_batches(records: grain.MapDataset, *, features, rows, global_rows: int
                              "batch (per_device_batch_size x devices).")
   if len(records) == 0:
     raise errors.DataError("The training split has no records; check the corpus and config.dataset.")
+  _check_some_fit(records, features)
 
   def make_shard(s):
     shard_seed = int(np.random.SeedSequence([seed, s]).generate_state(1)[0])
@@ -191,6 +192,20 @@ def train_batches(records: grain.MapDataset, *, features, rows, global_rows: int
     return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=PREFETCH)
 
   return ShardedBatches(make_shard, shard_ids(data_shards, process_index, process_count), data_shards)
+
+
+def _check_some_fit(records: grain.MapDataset, features, sample: int = 1000):
+  """DataError unless some of `sample` records spread over the split give an example.
+
+  Without one, the endless training stream would filter forever: no first batch, no error.
+  """
+  n = len(records)
+  picked = [records[int(i)] for i in np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
+  picked = [r for r in picked if r is not None]
+  if picked and not any(features(r) is not None for r in picked):
+    raise errors.DataError(f"None of {len(picked)} training records spread over the split fits a row: each is "
+                           "longer than config.max_target_length tokens; raise it (with config.max_len) or check "
+                           "the corpus.")
 
 
 def _worker_init(worker_index: int, worker_count: int):
