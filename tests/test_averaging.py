@@ -58,7 +58,9 @@ def test_average_is_the_leafwise_mean_and_a_workdir_every_tool_reads(run, tmp_pa
   assert direct["averaged_steps"] == [4, 6, 8]
   assert direct["metrics"]["test/loss"] == pytest.approx(written["metrics"]["test/loss"], rel=1e-6)
   assert direct["bleu"] == pytest.approx(written["bleu"])
-  assert os.path.exists(os.path.join(workdir, "eval", "test_step8_avg3.json"))
+  # BLEU of the first 8 sentences is kept apart from the whole split's (max_sentences wrote over them before).
+  assert os.path.exists(os.path.join(workdir, "eval", "test_step8_avg3_first8.json"))
+  assert not os.path.exists(os.path.join(workdir, "eval", "test_step8_avg3.json"))
   assert "mean of steps 4, 6, 8" in evaluate.report(direct)
   assert not direct["ema"]
 

@@ -42,7 +42,8 @@ def define_flags():
   flags.DEFINE_string("step", None, "Checkpoint step to evaluate, or 'best' (the best by the run's "
                       "config.best_metric); default: the newest.")
   flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
-  flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all).")
+  flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all); their scores go to "
+                       "<split>_step<S>_first<N>.* and eval/first<N>/..., beside the whole split's.")
   flags.DEFINE_bool("use_ema", True, "Evaluate the run's parameter EMA when it keeps one (config.ema_decay > 0); "
                     "--nouse_ema: the raw parameters.")
   flags.DEFINE_list("beam_sizes", [], "A decoding sweep: decode --split (default then: validation) with every "
@@ -76,8 +77,11 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
     params, step = checkpoint.restore_params(workdir, abstract_state.params, step)
   with_ema = not average_last and use_ema and config.get("ema_decay", 0.0) > 0
   raw_of_ema_run = not average_last and not with_ema and config.get("ema_decay", 0.0) > 0
+  # BLEU of the first --max_sentences only: kept apart, so it never replaces the whole split's figures.
+  first = tasks.is_translation(config) and 0 < max_sentences < len(task.records(config, split))
   variant = _joined(f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else "",
-                    other_dtype(config, workdir))  # e.g. avg5, raw_bfloat16: files and scalars of their own
+                    other_dtype(config, workdir),
+                    f"first{max_sentences}" if first else "")  # e.g. avg5, raw_bfloat16: files and scalars of their own
   name = _joined(f"{split}_step{step}", variant)  # of the results files
   results = evaluation.loss_metrics(eval_fn, params, task, tokenizer, split, config, mesh, prefix=split,
                                     max_batches=-1)
