@@ -98,6 +98,7 @@ def test_decoding_sweep_table_on_validation(run):
   assert result.stderr.strip().splitlines()[-1] == (
     "tx_jax.evaluate: --beam_sizes has 'x', not a number; pass e.g. --beam_sizes=1,4,8.")
 
+
 def test_the_average_of_a_run_with_an_ema_is_what_every_tool_reads(small_corpus_dir, vocab_dir, tmp_path):
   from conftest import make_tiny_config
   config = make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=4, checkpoint_every_steps=2,
@@ -113,3 +114,12 @@ def test_the_average_of_a_run_with_an_ema_is_what_every_tool_reads(small_corpus_
   ema_of_newest = evaluate.evaluate(config, workdir, split="test", max_sentences=4)  # what it read before the fix
   assert ema_of_newest["metrics"]["test/loss"] != pytest.approx(direct["metrics"]["test/loss"], rel=1e-6)
 
+
+def test_a_run_with_more_data_shards_than_rows_evaluates_on_one_device(run):
+  config, workdir = run
+  plain = evaluate.evaluate(config, workdir, split="test", max_sentences=2)
+  sharded = config.copy_and_resolve_references()
+  sharded.data_shards = 16  # trained on 16 devices, say: 16 shards of this device's 8 rows held 0 rows each
+  again = evaluate.evaluate(sharded, workdir, split="test", max_sentences=2)
+  scores = lambda summary: {k: v for k, v in summary["metrics"].items() if not k.endswith("_seconds")}
+  assert scores(again) == pytest.approx(scores(plain), rel=1e-6) and "test/loss" in scores(plain)

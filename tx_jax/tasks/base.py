@@ -12,6 +12,7 @@ import os
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -123,13 +124,24 @@ class Task:
 
   def eval_batches(self, config, tokenizer, split: str, *, global_rows: int, process_index: int = 0,
                    process_count: int = 1, max_batches: int | None = None, data_shards: int | None = None):
-    """(batch, done) pairs of this process over the whole split, in order (tx_jax.data.pipeline.eval_batches)."""
+    """(batch, done) pairs of this process over the whole split, in order (tx_jax.data.pipeline.eval_batches).
+
+    The shards are the run's config.data_shards where they split this process's rows evenly, else one
+    per process: a run evaluated on fewer devices than it trained on (say 16 shards, 8 rows) still
+    reads every example once, and the sums over a whole split do not depend on the shards.
+    """
     length = config.max_eval_target_length
+    local_rows = global_rows // process_count
+    shards = data_shards or config.get("data_shards") or process_count
+    if shards % process_count or local_rows % (shards // process_count):
+      logging.info("Evaluating in %d data shard(s), one per process: config.data_shards=%d does not split this "
+                   "process's %d rows evenly.", process_count, shards, local_rows)
+      shards = process_count
     return pipeline.eval_batches(
       self.records(config, split), features=functools.partial(self.features, tokenizer=tokenizer, max_length=length),
       rows=self.rows(config, length, train=False, bos_id=tokenizer.bos_id), empty_row=self.empty_row(config, length),
-      local_rows=global_rows // process_count, data_shards=data_shards or config.get("data_shards") or process_count,
-      process_index=process_index, process_count=process_count, max_batches=max_batches)
+      local_rows=local_rows, data_shards=shards, process_index=process_index, process_count=process_count,
+      max_batches=max_batches)
 
   def evaluated_examples(self, config, tokenizer, split: str, limit: int | None = None) -> list:
     """The examples (feature dicts) of `split` an evaluation scores, in order; `limit` samples training."""
