@@ -94,13 +94,14 @@ def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
   bf16 = tiny_config.copy_and_resolve_references()
   bf16.dtype = "bfloat16"
   other = evaluate.evaluate(bf16, workdir, split="test", max_sentences=8)
-  assert other["dtype"] == "bfloat16" and other["translations"].endswith(f"test_step{summary['step']}_bfloat16.en")
+  assert other["dtype"] == "bfloat16"  # and its 8 sentences' scores apart from the whole split's
+  assert other["translations"].endswith(f"test_step{summary['step']}_bfloat16_first8.en")
   with open(other["translations"], encoding="utf-8") as f:
     assert len(f.read().split("\n")[:-1]) == 8
   with open(summary["translations"], encoding="utf-8") as f:
     assert f.read().split("\n")[:-1] == hypotheses
   acc.Reload()
-  assert [e.step for e in acc.Scalars("eval/bfloat16/test/bleu")] == [tiny_config.num_train_steps]
+  assert [e.step for e in acc.Scalars("eval/bfloat16_first8/test/bleu")] == [tiny_config.num_train_steps]
 
   # The same checkpoint through the command line: stdin lines -> stdout lines, blank lines kept.
   with open(os.path.join(tiny_config.data_dir, "test.de"), encoding="utf-8") as f:
