@@ -14,7 +14,7 @@ from tx_jax import evaluate, parallel, train
 from tx_jax import tasks
 from tx_jax.data import rotten_tomatoes, tokenizer
 from tx_jax.tasks import masked_lm
-from tx_jax.training import checkpoint, experiment, init_from, losses, metrics
+from tx_jax.training import checkpoint, ema, experiment, init_from, losses, metrics
 
 from conftest import make_tiny_encoder_config
 
@@ -89,7 +89,7 @@ def test_classifier_batches_start_with_cls_and_resume(vocab_dir):
 
 def test_mlm_pretraining_then_classifier_from_it(vocab_dir, tmp_path):
   mlm_dir, cls_dir = str(tmp_path / "mlm"), str(tmp_path / "cls")
-  mlm = make_tiny_encoder_config(vocab_dir, "mlm")
+  mlm = make_tiny_encoder_config(vocab_dir, "mlm", ema_decay=0.9)  # its evaluations score the EMA
   train.train_and_evaluate(mlm, mlm_dir)
   mlm_eval = evaluate.evaluate(mlm, mlm_dir, split="validation")
   assert 0.0 <= mlm_eval["metrics"]["validation/accuracy"] <= 1.0
@@ -104,8 +104,10 @@ def test_mlm_pretraining_then_classifier_from_it(vocab_dir, tmp_path):
   params = init_from.load_matching_params(mlm_dir, state.params)
   _, mlm_abstract, _, _ = experiment.build(mlm, mesh, abstract_only=True)
   mlm_state, _ = checkpoint.restore(checkpoint.make_manager(mlm_dir, read_only=True), mlm_abstract)
-  np.testing.assert_array_equal(params["embedder"]["table"]["embedding"][...],
-                                mlm_state.params["embedder"]["table"]["embedding"][...])
+  # The source's EMA, the model its evaluations scored (it took the raw parameters before).
+  scored = ema.find(mlm_state.opt_state).ema["embedder"]["table"]["embedding"][...]
+  np.testing.assert_array_equal(params["embedder"]["table"]["embedding"][...], scored)
+  assert not np.array_equal(scored, mlm_state.params["embedder"]["table"]["embedding"][...])
   np.testing.assert_array_equal(params["classifier"]["kernel"][...],  # only the classifier has it: kept
                                 state.params["classifier"]["kernel"][...])
 
