@@ -153,8 +153,13 @@ def _half_written(step_dir):
       os.remove(path)
 
 
+def _garbled_loop(step_dir):
+  with open(os.path.join(step_dir, "loop", "metadata"), "w") as f:
+    f.write('{"clock": {"train_sec')  # a torn JSON write: the arrays intact, the loop state unreadable
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", [_truncate, _garble, _half_written])
+@pytest.mark.parametrize("damage", [_truncate, _garble, _half_written, _garbled_loop])
 def test_damaged_newest_checkpoint_falls_back_with_a_warning(small_corpus_dir, vocab_dir, tmp_path, damage):
   config_file, workdir = _train_six_steps(small_corpus_dir, vocab_dir, tmp_path)
   intact = str(tmp_path / "intact")

@@ -215,6 +215,7 @@ def _restore_step(manager: ocp.CheckpointManager, target, step: int):
       f"the checkpoint at step {step} in {manager.directory} is unreadable ({type(e).__name__}: "
       f"{' '.join(str(e).split())[:300]}); pick another --step.") from None
   _check_finite(manager, step, state)
+  loop_state(manager, step)  # read now: a damaged loop item makes the step unreadable, falling back as damaged arrays do
   logging.info("Restored checkpoint step %d from %s", step, manager.directory)
   return state, data_state(manager, step)
 
