@@ -174,6 +174,8 @@ class Attention(nnx.Module):
                                            dropout_rng=dropout_rng, return_weights=True)
       self.sow(nnx.Intermediate, "attention_weights", weights)
     elif cfg.attention_impl == "dot_product_attention" and dropout_rng is None:
+      # jax's kernel takes one dtype: a CPU decoding cache is float32 under bfloat16 compute (Stack.empty_cache).
+      k, v = k.astype(q.dtype), v.astype(q.dtype)
       out = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask)
     else:
       out = dot_product_attention(q, k, v, mask, dropout_rate=cfg.attention_dropout_rate,
