@@ -95,7 +95,11 @@ def _assert_one_line(result, text):
 def test_invalid_overrides_fail_in_one_line_before_compiling(tmp_path):
   assert len(BAD) >= 40
   runs = [(["--config=configs/default.py", *args], text, tmp_path / str(i)) for i, (args, text) in enumerate(BAD)]
+  broken = tmp_path / "broken_config.py"  # the file's own mistake, not a missing field
+  broken.write_text("from configs import default\n\n\ndef get_config():\n  return default.get_confg()\n")
   runs += [(["--config=configs/nope.py"], "cannot load the config file configs/nope.py", tmp_path / "nope"),
+           ([f"--config={broken}"], f"the config file {broken} failed at line 5: AttributeError: module "
+            "'configs.default' has no attribute 'get_confg'", tmp_path / "broken"),
            (["--config=configs/default.py"], "--workdir=/proc/tx_jax_run", "/proc/tx_jax_run")]
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     results = list(pool.map(lambda run: _train(run[0], run[2]), runs))
@@ -132,4 +136,19 @@ def test_validate_names_the_field_in_process():
   config = base.get_config()
   config.max_len = 100
   with pytest.raises(errors.ConfigError, match=r"config.max_len=100 is smaller than config.max_target_length=128"):
+    configuration.validate(config)
+
+
+def test_checks_that_depend_on_other_fields_use_what_the_model_builds():
+  from tx_jax import configuration
+  config = base.get_config()
+  config.update(positions="rope", emb_dim=264, num_heads=8, head_dim=32)  # 264 / 8 is odd, the heads are 32 wide
+  configuration.validate(config)
+  config.head_dim = 33  # got past the check, then failed inside apply_rope
+  with pytest.raises(errors.ConfigError, match=r"config.positions='rope' needs an even head size .*33 here"):
+    configuration.validate(config)
+  config = base.get_config()
+  config.update(task="mlm", dataset="rotten_tomatoes", source_language="", target_language="en", mlm_head=True,
+                activation="swiglu")  # a KeyError deep in the model's trace before
+  with pytest.raises(errors.ConfigError, match="config.activation='swiglu' is a gated feed-forward"):
     configuration.validate(config)

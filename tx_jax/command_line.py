@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import sys
+import traceback
 
 from absl import flags
 
@@ -30,14 +31,22 @@ def _one_line(error: BaseException) -> str:
   return " ".join(text.split())
 
 
+def _raised_in(error: BaseException, path: str) -> int | None:
+  """The line of the config file `path` where `error` was raised (the file's own code failing), else None."""
+  frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == os.path.abspath(path)]
+  return frames[-1].lineno if frames else None
+
+
 def flags_parser(program: str):
   """An `app.run(..., flags_parser=...)` parser that exits with one line on a bad flag or override."""
 
   def parse(argv):
+    config_path = None
     for arg in argv[1:]:  # checked first: ml_collections prints a traceback for a missing file
       path = arg.split("=", 1)[1].split(":", 1)[0] if arg.startswith("--config=") else None
       if path and not os.path.isfile(path):
         sys.exit(f"{program}: cannot load the config file {path}: no such file; pass --config=configs/<name>.py.")
+      config_path = path or config_path
     try:
       rest = flags.FLAGS(argv)
       if "config" in flags.FLAGS and flags.FLAGS["config"].present:
@@ -45,6 +54,10 @@ def flags_parser(program: str):
       return rest
     except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
       cause = e.__cause__ if isinstance(e, flags.Error) and e.__cause__ is not None else e
+      line = _raised_in(cause, config_path) if config_path else None
+      if line is not None:  # the file's own code, not an override: not a "missing field"
+        sys.exit(f"{program}: the config file {config_path} failed at line {line}: {type(cause).__name__}: "
+                 f"{' '.join(str(cause).split())}")
       sys.exit(f"{program}: {_one_line(cause)}")
   return parse
 

@@ -123,8 +123,12 @@ def validate(config):
   kv = config.get("num_kv_heads") or config.num_heads
   if config.num_heads % kv:
     _fail("num_kv_heads", kv, f"must divide config.num_heads={config.num_heads}.")
-  if config.get("positions") == "rope" and (config.emb_dim // config.num_heads) % 2:
-    _fail("positions", "rope", "needs an even head size (emb_dim / num_heads).")
+  head_size = config.get("head_dim") or config.emb_dim // config.num_heads  # as the model computes it
+  if config.get("positions") == "rope" and head_size % 2:
+    _fail("positions", "rope", f"needs an even head size (config.head_dim, else emb_dim / num_heads; {head_size} here).")
+  if config.get("mlm_head") and config.get("activation") == "swiglu":
+    _fail("activation", "swiglu", "is a gated feed-forward; the masked-LM head's transform needs a plain activation "
+          "(gelu, gelu_exact, relu or silu) with config.mlm_head=True.")
   if config.vocab_size < 16:
     _fail("vocab_size", config.vocab_size, "is too small for a SentencePiece vocabulary (>= 16).")
   if config.get("pad_id", 0) >= config.vocab_size:
