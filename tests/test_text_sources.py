@@ -307,3 +307,47 @@ def test_real_libreoffice_help_de(tmp_path):
     page_pairs["train" if b < 94 else "validation" if b < 97 else "test"].update(pairs)
   for s, pairs in splits.items():
     assert set(pairs) <= page_pairs[s], s
+
+
+def test_vocabulary_mistakes_name_the_fix_that_helps(tmp_path, libreoffice_pairs):
+  from tx_jax.data import tokenizer
+  german = [de for _, de in libreoffice_pairs["train"][:300]]
+  with pytest.raises(DataError, match="No training text to train the vocabulary .* every line was skipped"):
+    tokenizer.train_or_load(str(tmp_path / "empty.model"), [], 100)
+  # Too few pieces for German's characters: raise it (the message said "lower" whichever way it failed).
+  with pytest.raises(ConfigError, match=r"config.vocab_size=20 .* raise config.vocab_size"):
+    tokenizer.train_or_load(str(tmp_path / "small.model"), german, 20)
+  with pytest.raises(ConfigError, match=r"config.vocab_size=50000 .* lower config.vocab_size"):
+    tokenizer.train_or_load(str(tmp_path / "large.model"), german, 50000)
+  (tmp_path / "spm.vocab").write_text("<pad>\t0\n")  # the vocabulary listing beside a model, not the model
+  for path in (tmp_path / "spm.vocab", tmp_path):
+    with pytest.raises(DataError, match="is not a SentencePiece .model file"):
+      tokenizer.load(str(path))
+
+
+def test_a_data_cache_that_cannot_be_made_is_one_error(tmp_path, small_corpus_dir, vocab_dir):
+  from conftest import make_tiny_config
+  from tx_jax import tasks
+  from tx_jax.data import cache_lock
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  config = make_tiny_config(small_corpus_dir, vocab_dir, data_cache_dir=str(blocker / "cache"))  # under a file
+  with pytest.raises(DataError, match="point config.data_cache_dir at a writable directory"):
+    tasks.get(config).records(config, "train")
+  with pytest.raises(DataError, match=r"a_file/cache cannot be written .*point config.data_cache_dir"):
+    with cache_lock.held(str(blocker / "cache"), "fetch"):
+      pass
+
+
+def test_language_models_of_two_languages_train_two_vocabularies():
+  from configs import default, lm_default
+  from tx_jax import tasks
+  english = lm_default.get_config()
+  english.source_language = "de"  # a source language left set: an LM reads the target side alone
+  german = lm_default.get_config()
+  german.update(source_language="en", target_language="de")
+  paths = {tasks.get(c).vocab_path(c) for c in (english, german)}
+  assert len(paths) == 2, paths  # both were libreoffice_help_de-en_lm_8000.model: German text on English pieces
+  assert tasks.get(english).vocab_path(english) == tasks.get(lm_default.get_config()).vocab_path(lm_default.get_config())
+  translation = default.get_config()
+  assert os.path.basename(tasks.get(translation).vocab_path(translation)) == "libreoffice_help_de-en_8000.model"

@@ -10,12 +10,19 @@ import contextlib
 import fcntl
 import os
 
+from tx_jax import errors
+
 
 @contextlib.contextmanager
 def held(directory: str, name: str):
   """Holds the exclusive lock DIRECTORY/.NAME.lock (created if missing) for the `with` block."""
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, f".{name}.lock"), "a") as f:
+  try:
+    os.makedirs(directory, exist_ok=True)
+    f = open(os.path.join(directory, f".{name}.lock"), "a")  # pylint: disable=consider-using-with
+  except OSError as e:
+    raise errors.DataError(f"The data cache {directory} cannot be written ({e.strerror or e}); point "
+                           "config.data_cache_dir at a directory you can create and write.") from None
+  with f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
       yield

@@ -77,10 +77,10 @@ def write_split(directory: str, records, skipped: dict | None = None) -> dict:
   """
   partial = f"{directory}.partial{os.getpid()}"
   shutil.rmtree(partial, ignore_errors=True)
-  os.makedirs(partial)
   progress = _Progress(f"Preparing {directory}")
   count, writer = 0, None
   try:
+    os.makedirs(partial)  # inside: a cache directory that cannot be made is the error below, not a traceback
     for record in records:
       if count % RECORDS_PER_SHARD == 0:
         if writer is not None:

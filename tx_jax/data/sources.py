@@ -114,7 +114,9 @@ class LibreOfficeHelp(Reader):
 
   def _aligned(self, config, other: str) -> str:
     from tx_jax.data import libreoffice  # pylint: disable=g-import-not-at-top
-    return libreoffice.aligned_dir(_cache(config), other, extracted_dir=config.get("libreoffice_dir") or None)
+    extracted = config.get("libreoffice_dir")  # ~ after --config.libreoffice_dir= is not expanded by the shell
+    return libreoffice.aligned_dir(_cache(config), other, extracted_dir=os.path.expanduser(extracted) if extracted
+                                   else None)
 
   def pairs(self, config, split):
     src, tgt = config.source_language, config.target_language
@@ -129,12 +131,23 @@ class LibreOfficeHelp(Reader):
     return _dataset(prepared, functools.partial(_pick, source=src, target=tgt))
 
   def texts(self, config, split):
-    lang = config.target_language
-    pair = (config.get("libreoffice_pair_language") or "de") if lang == "en" else lang  # the en-X pairs read
+    lang, pair = _text_side(config)
     path = text_files.split_paths(self._aligned(config, pair), split, (lang,))
     key = f"{self.name}_en-{pair}_{lang}_texts"
     return _dataset(records_lib.open_split(records_lib.split_dir(_cache(config), key, split),
                                            lambda: _unique_texts(path)))
+
+  def vocab_key(self, config, kind):
+    if kind == "texts":  # one language's texts: an English LM's and a German LM's vocabularies differ
+      lang, pair = _text_side(config)
+      return f"{self.name}_en-{pair}_{lang}"
+    return super().vocab_key(config, kind)
+
+
+def _text_side(config) -> tuple:
+  """(the language of LibreOffice texts records, X of the en-X pairs they come from)."""
+  lang = config.target_language
+  return lang, (config.get("libreoffice_pair_language") or "de") if lang == "en" else lang
 
 
 class TextFiles(Reader):

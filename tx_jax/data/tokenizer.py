@@ -23,6 +23,9 @@ def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False,
   """
   if not os.path.exists(path):
     texts = [t for t in (texts() if callable(texts) else texts) if t]
+    if not texts:
+      raise errors.DataError(f"No training text to train the vocabulary {path} on: the training split is empty or "
+                             "every line was skipped (data_stats.json counts them by reason); check the corpus.")
     logging.info("Training a %d-piece SentencePiece vocabulary on %d sentences -> %s",
                  vocab_size, len(texts), path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -36,9 +39,11 @@ def train_or_load(path: str, texts, vocab_size: int, *, with_mask: bool = False,
           user_defined_symbols=["[MASK]"] if with_mask else [],
           num_threads=os.cpu_count() or 1, minloglevel=2)
       except RuntimeError as e:
+        # SentencePiece says which way: fewer pieces than the text's characters need, or more than it holds.
+        way = "raise" if "smaller than required_chars" in str(e) else "lower"
         raise errors.ConfigError(
           f"SentencePiece could not train a vocabulary of config.vocab_size={vocab_size} on "
-          f"{len(texts)} sentences ({e}); lower config.vocab_size.") from None
+          f"{len(texts)} sentences ({e}); {way} config.vocab_size.") from None
       os.replace(prefix + ".model", path)  # atomic: an interrupted run never leaves half a model
   processor = load(path)
   if with_mask and processor.piece_to_id("[MASK]") != MASK_ID:
@@ -127,7 +132,12 @@ def load(path: str) -> spm.SentencePieceProcessor:
   if not os.path.exists(path):
     raise errors.DataError(f"The vocabulary {path} is missing; it is trained by the first "
                            "python -m tx_jax.train run of this dataset (or set config.vocab_path).")
-  processor = spm.SentencePieceProcessor(model_file=path)
+  try:
+    processor = spm.SentencePieceProcessor(model_file=path)
+  except (RuntimeError, OSError) as e:  # a directory, a .vocab file, a truncated model
+    raise errors.DataError(f"The vocabulary {path} is not a SentencePiece .model file ({type(e).__name__}); point "
+                           "config.vocab_path at a .model file or an imported model's tokenizer/ directory, or "
+                           "leave it empty to train one.") from None
   if processor.pad_id() != PAD_ID or processor.eos_id() != EOS_ID or processor.bos_id() != BOS_ID:
     raise errors.DataError(f"The SentencePiece model {path} uses other special ids than tx_jax "
                            f"(pad {PAD_ID}, eos {EOS_ID}, bos {BOS_ID}); delete it so it is retrained.")
