@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from conftest import make_tiny_config, straight_and_resumed_runs
-from tx_jax import evaluate, parallel, train, translate
+from tx_jax import errors, evaluate, parallel, train, translate
 from tx_jax.inference import restore
 from tx_jax.training import checkpoint, ema, experiment
 
@@ -71,3 +71,7 @@ def test_evaluate_and_translate_use_the_ema_unless_told_not_to(ema_config, tmp_p
     np.testing.assert_array_equal(x, y)
   lines = ["Klicken Sie auf OK.", ""]
   assert len(translate.translate_lines(workdir, lines, beam_size=1)) == 2
+  for flag, text in ((dict(batch_size=-1), "--batch_size=-1 must be at least 1"),  # was: empty lines, exit 0
+                     (dict(beam_size=0), "--beam_size=0 must be at least 1")):  # was: the run's beam, silently
+    with pytest.raises(errors.ConfigError, match=text):
+      translate.translate_lines(workdir, lines, **flag)

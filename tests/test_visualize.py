@@ -139,9 +139,10 @@ def test_figure_is_a_layers_by_heads_grid_and_saves_a_png(restored, tmp_path):
   assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 0
 
 
-def _visualize(*args):
+def _visualize(*args, home=None):
+  env = dict(os.environ, HOME=str(home)) if home else None
   return subprocess.run([sys.executable, "-m", "tx_jax.visualize", *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=300)
+                        text=True, timeout=300, env=env)
 
 
 def test_cli_writes_one_png_per_kind(trained_workdir, tmp_path):
@@ -150,8 +151,11 @@ def test_cli_writes_one_png_per_kind(trained_workdir, tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   for kind in ("encoder_self", "decoder_self", "cross"):
     assert matplotlib.image.imread(str(tmp_path / f"attn_{kind}.png")).size > 0
-  result = _visualize(f"--workdir={trained_workdir}", f"--text={TEXT}", f"--out={out}", "--target=Click OK.")
-  assert result.returncode == 0 and matplotlib.image.imread(out).size > 0  # default kind: cross
+  # --out=~/... as a shell passes it (no expansion after "="): written in the home directory, not in ./~/.
+  result = _visualize(f"--workdir={trained_workdir}", f"--text={TEXT}", "--out=~/cross.png", "--target=Click OK.",
+                      home=tmp_path)
+  assert result.returncode == 0 and matplotlib.image.imread(str(tmp_path / "cross.png")).size > 0  # default: cross
+  assert not os.path.exists(os.path.join(REPO, "~"))
 
   result = _visualize(f"--workdir={trained_workdir}", "--text=x", f"--out={out}", "--kind=self")
   assert result.returncode != 0 and "Traceback" not in result.stderr

@@ -33,6 +33,9 @@ def define_flags():
 def translate_lines(workdir, lines, *, step=None, beam_size=None, batch_size: int = 64, use_ema: bool = True,
                     dtype=None):
   """Translations of `lines` (a list of strings) by the checkpoint in `workdir` (or the ensemble of a list of them)."""
+  for name, value in (("batch_size", batch_size), ("beam_size", beam_size)):
+    if value is not None and value < 1:  # -1 gave every line an empty translation; 0, the run's beam silently
+      raise errors.ConfigError(f"--{name}={value} must be at least 1.")
   workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
   config, graphdef, params, processor = restore.restore_ensemble(workdirs, step, use_ema, dtype)
   if not tasks.is_translation(config):

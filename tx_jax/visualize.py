@@ -38,10 +38,10 @@ def render(workdir: str, text: str, out: str, *, step=None, target=None, kind=No
                            f"{tasks.get(config).family} model).")
   config, graphdef, params, processor = restore.restore_for_inference(workdir, step, use_ema)
   maps = attention_maps.attention_weights(graphdef, params, config, processor, text, target)
-  root, ext = os.path.splitext(out)
+  root, ext = os.path.splitext(os.path.expanduser(out))  # ~ after --out= is not expanded by the shell
   paths = []
   for k in (kinds if kind == "all" else (kind,)):
-    path = f"{root}_{k}{ext or '.png'}" if kind == "all" else out
+    path = f"{root}_{k}{ext or '.png'}" if kind == "all" else root + ext
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     attention_plots.plot_map(k, maps[k]).savefig(path, dpi=attention_plots.DPI)
     paths.append(path)
