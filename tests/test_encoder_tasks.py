@@ -174,19 +174,3 @@ def test_a_label_past_num_classes_is_one_error_naming_it(monkeypatch, vocab_dir)
   # It was scored as no class at all: a loss of the logits' log-sum-exp and no confusion-matrix count.
   with pytest.raises(errors.DataError, match=r"has label 2, but config.num_classes=2; set --config.num_classes"):
     read[1]
-
-
-def test_a_classifier_on_another_corpus_reads_the_vocabulary_its_source_trained(vocab_dir, tmp_path):
-  from tx_jax import errors
-  source_dir, cache = tmp_path / "mlm", str(tmp_path / "cache")
-  source = make_tiny_encoder_config(vocab_dir, "mlm", vocab_path="", data_cache_dir=cache)  # Rotten Tomatoes
-  source_dir.mkdir()
-  (source_dir / "config.json").write_text(json.dumps(source.to_dict()))
-  theirs = tasks.get(source).vocab_path(source)  # where a run of that config trains its vocabulary
-  config = make_tiny_encoder_config(vocab_dir, "cls", vocab_path="", data_cache_dir=cache, init_from=str(source_dir),
-                                    dataset="tfds", tfds_name="glue/sst2")
-  assert tasks.get(config).vocab_path(config) != theirs  # SST-2's own, of the same size: other pieces, same ids
-  with pytest.raises(errors.ConfigError, match=r"was trained on the vocabulary .*which is missing here"):
-    init_from.with_source(config)
-  tasks.get(source).tokenizer(source, train=True)  # as the source run did, into its data cache
-  assert init_from.with_source(config).vocab_path == theirs

@@ -20,7 +20,7 @@ def _key(path) -> str:
 
 # ModelConfig fields a run keeps as its own when it starts from another: regularisation, how the model is
 # computed (none of them changes a parameter's shape), the labels of its own data, and pad_id, which comes
-# with the tokenizer (with_source_tokenizer).
+# with the tokenizer (with_imported_tokenizer).
 RUN_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat", "remat_policy", "scan_layers",
                     "attention_impl", "num_classes", "pad_id")
 # The task's head: the source's when the run trains the source's task, else the run's own (a new head). The
@@ -38,7 +38,7 @@ def with_source(config, run_workdir: str | None = None) -> ml_collections.Config
   A resumed run (`run_workdir`, holding its own config.json) whose init_from workdir has since been
   deleted or moved takes the model fields its own config.json recorded from it.
   """
-  return with_source_tokenizer(with_source_model(config, run_workdir))
+  return with_imported_tokenizer(with_source_model(config, run_workdir))
 
 
 def source_model_fields(config, source) -> dict:
@@ -99,18 +99,17 @@ def _check_own_vocabulary(config, source, changed: dict):
       "tokens; leave vocab_path empty (an imported model brings its tokenizer) or name the one it trained with.")
 
 
-def with_source_tokenizer(config) -> ml_collections.ConfigDict:
-  """`config`, reading the tokenizer of its init_from workdir when it names none.
+def with_imported_tokenizer(config) -> ml_collections.ConfigDict:
+  """`config`, reading the tokenizer of its init_from workdir when that is an imported model's and it names none.
 
-  A model only makes sense with its own vocabulary. An imported model's tokenizer and special ids
-  (bos_id, eos_id, pad_id) come along, so the run's config.json records them for every tool; a
-  tx_jax source run's SentencePiece vocabulary is read where the run's own would be another.
+  An imported model only makes sense with its own vocabulary: its vocab_path and special ids
+  (bos_id, eos_id, pad_id) come along, so the run's config.json records them for every tool.
   """
   if not config.get("init_from") or config.get("vocab_path"):
     return config
   source = experiment.workdir_config(config.init_from)
   if not hf_tokenizers.is_tokenizer_dir(source.get("vocab_path", "")):
-    return _with_sources_own_vocabulary(config, source)
+    return config
   adopted = ml_collections.ConfigDict(config.to_dict())
   with adopted.unlocked():
     adopted.vocab_path = source.vocab_path
@@ -159,25 +158,3 @@ def load_matching_params(workdir: str, params):
   logging.info("Initialised %d parameters from %s; %d new: %s", len(copied), workdir, len(kept + relabelled),
                kept + relabelled)
   return params
-
-
-def _with_sources_own_vocabulary(config, source) -> ml_collections.ConfigDict:
-  """`config` reading the SentencePiece vocabulary a tx_jax source run trained, where its own would be another.
-
-  A run on another corpus (SST-2 after masked-LM pretraining on LibreOffice help) would train a
-  vocabulary of the same size and feed the source's embeddings ids of other pieces, silently.
-  """
-  if source.get("hf_architecture"):  # an imported model without its tokenizer files: the run names one
-    return config
-  theirs = tasks.get(source).vocab_path(source)
-  if os.path.realpath(theirs) == os.path.realpath(tasks.get(config).vocab_path(config)):
-    return config
-  if not os.path.exists(theirs):
-    raise errors.ConfigError(f"config.init_from={config.init_from!r} was trained on the vocabulary {theirs}, which "
-                             "is missing here; copy it there or set config.vocab_path to it: its embeddings index "
-                             "that vocabulary's pieces.")
-  adopted = ml_collections.ConfigDict(config.to_dict())
-  with adopted.unlocked():
-    adopted.vocab_path = theirs
-  logging.info("Using the vocabulary of config.init_from=%s: %s", config.init_from, theirs)
-  return adopted
