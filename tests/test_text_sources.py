@@ -337,17 +337,3 @@ def test_a_data_cache_that_cannot_be_made_is_one_error(tmp_path, small_corpus_di
   with pytest.raises(DataError, match=r"a_file/cache cannot be written .*point config.data_cache_dir"):
     with cache_lock.held(str(blocker / "cache"), "fetch"):
       pass
-
-
-def test_language_models_of_two_languages_train_two_vocabularies():
-  from configs import default, lm_default
-  from tx_jax import tasks
-  english = lm_default.get_config()
-  english.source_language = "de"  # a source language left set: an LM reads the target side alone
-  german = lm_default.get_config()
-  german.update(source_language="en", target_language="de")
-  paths = {tasks.get(c).vocab_path(c) for c in (english, german)}
-  assert len(paths) == 2, paths  # both were libreoffice_help_de-en_lm_8000.model: German text on English pieces
-  assert tasks.get(english).vocab_path(english) == tasks.get(lm_default.get_config()).vocab_path(lm_default.get_config())
-  translation = default.get_config()
-  assert os.path.basename(tasks.get(translation).vocab_path(translation)) == "libreoffice_help_de-en_8000.model"

@@ -131,23 +131,12 @@ class LibreOfficeHelp(Reader):
     return _dataset(prepared, functools.partial(_pick, source=src, target=tgt))
 
   def texts(self, config, split):
-    lang, pair = _text_side(config)
+    lang = config.target_language
+    pair = (config.get("libreoffice_pair_language") or "de") if lang == "en" else lang  # the en-X pairs read
     path = text_files.split_paths(self._aligned(config, pair), split, (lang,))
     key = f"{self.name}_en-{pair}_{lang}_texts"
     return _dataset(records_lib.open_split(records_lib.split_dir(_cache(config), key, split),
                                            lambda: _unique_texts(path)))
-
-  def vocab_key(self, config, kind):
-    if kind == "texts":  # one language's texts: an English LM's and a German LM's vocabularies differ
-      lang, pair = _text_side(config)
-      return f"{self.name}_en-{pair}_{lang}"
-    return super().vocab_key(config, kind)
-
-
-def _text_side(config) -> tuple:
-  """(the language of LibreOffice texts records, X of the en-X pairs they come from)."""
-  lang = config.target_language
-  return lang, (config.get("libreoffice_pair_language") or "de") if lang == "en" else lang
 
 
 class TextFiles(Reader):
