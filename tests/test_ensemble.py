@@ -49,7 +49,7 @@ def test_two_models_decode_together_and_are_scored(runs):
   assert len(both) == len(texts) + 1 and both[-1] == ""
   summary = evaluate.evaluate_ensemble(config, [a, b], split="test", max_sentences=8)
   assert summary["ensemble"] == [a, b] and summary["sentences"] == 8
-  assert os.path.exists(os.path.join(a, "eval", "test_ensemble2.json"))
+  assert os.path.exists(os.path.join(a, "eval", "test_ensemble2_first8.json"))  # 8 of the split: kept apart
   assert "ensemble of 2" in evaluate.report(summary)
   # The ensemble's step averages the two models' log-probabilities.
   _, graphdefs, params, processor = restore.restore_ensemble([a, b])

@@ -42,8 +42,8 @@ def define_flags():
   flags.DEFINE_string("step", None, "Checkpoint step to evaluate, or 'best' (the best by the run's "
                       "config.best_metric); default: the newest.")
   flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate on.")
-  flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all); their scores go to "
-                       "<split>_step<S>_first<N>.* and eval/first<N>/..., beside the whole split's.")
+  flags.DEFINE_integer("max_sentences", 0, "Decode only the first N sentences (0: all); their scores go to files "
+                       "named ..._first<N> (one workdir's scalars to eval/..._first<N>/), beside the whole split's.")
   flags.DEFINE_bool("use_ema", True, "Evaluate the run's parameter EMA when it keeps one (config.ema_decay > 0); "
                     "--nouse_ema: the raw parameters.")
   flags.DEFINE_list("beam_sizes", [], "A decoding sweep: decode --split (default then: validation) with every "
@@ -77,11 +77,9 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
     params, step = checkpoint.restore_params(workdir, abstract_state.params, step)
   with_ema = not average_last and use_ema and config.get("ema_decay", 0.0) > 0
   raw_of_ema_run = not average_last and not with_ema and config.get("ema_decay", 0.0) > 0
-  # BLEU of the first --max_sentences only: kept apart, so it never replaces the whole split's figures.
-  first = tasks.is_translation(config) and 0 < max_sentences < len(task.records(config, split))
   variant = _joined(f"avg{average_last}" if average_last else "raw" if raw_of_ema_run else "",
                     other_dtype(config, workdir),
-                    f"first{max_sentences}" if first else "")  # e.g. avg5, raw_bfloat16: files and scalars of their own
+                    first_part(config, split, max_sentences))  # e.g. avg5, raw_bfloat16: files and scalars of their own
   name = _joined(f"{split}_step{step}", variant)  # of the results files
   results = evaluation.loss_metrics(eval_fn, params, task, tokenizer, split, config, mesh, prefix=split,
                                     max_batches=-1)
@@ -118,6 +116,15 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
 def _joined(*parts) -> str:
   """The non-empty parts joined by "_": the name of a results file or of a group of scalars."""
   return "_".join(p for p in parts if p)
+
+
+def first_part(config, split: str, max_sentences: int) -> str:
+  """"first<N>" when only the first N sentences of `split` are decoded, else "": partial scores are kept apart.
+
+  A quick --max_sentences decode must never replace the whole split's files and scalars.
+  """
+  partial = tasks.is_translation(config) and 0 < max_sentences < len(tasks.get(config).records(config, split))
+  return f"first{max_sentences}" if partial else ""
 
 
 def other_dtype(config, workdir: str) -> str:
@@ -162,7 +169,8 @@ def evaluate_ensemble(config, workdirs, split: str = "test", max_sentences: int 
                                                      confidence=True)
   out_dir = os.path.join(workdirs[0], "eval")
   os.makedirs(out_dir, exist_ok=True)
-  name = _joined(f"{split}_ensemble{len(workdirs)}", other_dtype(config, workdirs[0]))
+  name = _joined(f"{split}_ensemble{len(workdirs)}", other_dtype(config, workdirs[0]),
+                 first_part(config, split, max_sentences))
   translations = os.path.join(out_dir, f"{name}.{config.target_language}")
   summary = {"split": split, "task": task.name, "ensemble": workdirs, "bleu": scores["BLEU"]["score"],
              "scores": scores, "translations": translations, "sentences": len(pairs),
@@ -179,7 +187,8 @@ def decoding_sweep(config, workdir: str, beam_sizes, alphas, *, split: str = "va
                    max_sentences: int = 0, use_ema: bool = True) -> dict:
   """BLEU, chrF, TER and length ratio of the checkpoint's translations of `split` at every beam size x alpha.
 
-  Pick decoding settings on validation, not test. Writes WORKDIR/eval/sweep_<split>_step<N>.{json,md}.
+  Pick decoding settings on validation, not test. Writes WORKDIR/eval/sweep_<split>_step<N>.{json,md} (..._first<K>
+  with max_sentences=K).
   """
   configuration.validate(config)
   if not tasks.is_translation(config):
@@ -210,7 +219,8 @@ def decoding_sweep(config, workdir: str, beam_sizes, alphas, *, split: str = "va
              "signature": scores["BLEU"]["signature"], "dtype": config.dtype}
   table = sweep_table(summary)
   if jax.process_index() == 0:
-    out = os.path.join(workdir, "eval", _joined(f"sweep_{split}_step{step}", other_dtype(config, workdir)))
+    out = os.path.join(workdir, "eval", _joined(f"sweep_{split}_step{step}", other_dtype(config, workdir),
+                                                first_part(config, split, max_sentences)))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out + ".json", "w") as f:
       json.dump(summary, f, indent=2)
