@@ -111,6 +111,8 @@ def test_a_best_metric_the_evaluation_lacks_is_one_error_that_keeps_the_step(sma
   assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [2]  # evaluated step 2, saved before failing
   # A decoded metric without decoding is known from the config alone: before anything is built.
   config.update(best_metric="eval/bleu", num_predict_sentences=0)
-  with pytest.raises(errors.ConfigError, match="needs config.task='translation' and config.num_predict_sentences > 0"):
+  with pytest.raises(errors.ConfigError, match="needs config.task='translation' and config.num_predict_sentences other than 0"):
     configuration.validate(config)
+  config.num_predict_sentences = -1  # the whole validation split, as 0 meant before 7d1a9d5
+  configuration.validate(config)
 

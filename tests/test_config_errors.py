@@ -71,7 +71,7 @@ BAD = [
   (["--config.log_every_steps=0"], "config.log_every_steps"),
   (["--config.beam_size=0"], "config.beam_size"),
   (["--config.vocab_sample_sentences=0"], "config.vocab_sample_sentences"),
-  (["--config.num_predict_sentences=-1"], "config.num_predict_sentences"),
+  (["--config.num_predict_sentences=-2"], "config.num_predict_sentences"),  # -1: the whole split
   (["--config.mlm_mask_rate=1.0"], "config.mlm_mask_rate"),
   (["--config.profile_steps=(5,2)"], "config.profile_steps"),
   (["--config.prng_impl=philox"], "config.prng_impl"),
@@ -97,9 +97,13 @@ def test_invalid_overrides_fail_in_one_line_before_compiling(tmp_path):
   runs = [(["--config=configs/default.py", *args], text, tmp_path / str(i)) for i, (args, text) in enumerate(BAD)]
   broken = tmp_path / "broken_config.py"  # the file's own mistake, not a missing field
   broken.write_text("from configs import default\n\n\ndef get_config():\n  return default.get_confg()\n")
+  dividing = tmp_path / "dividing_config.py"
+  dividing.write_text("def get_config():\n  return 1 / 0\n")
   runs += [(["--config=configs/nope.py"], "cannot load the config file configs/nope.py", tmp_path / "nope"),
            ([f"--config={broken}"], f"the config file {broken} failed at line 5: AttributeError: module "
             "'configs.default' has no attribute 'get_confg'", tmp_path / "broken"),
+           ([f"--config={dividing}"], f"the config file {dividing} failed at line 2: ZeroDivisionError: division "
+            "by zero", tmp_path / "dividing"),  # any error of its own, not only the types a bad override raises
            (["--config=configs/default.py"], "--workdir=/proc/tx_jax_run", "/proc/tx_jax_run")]
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     results = list(pool.map(lambda run: _train(run[0], run[2]), runs))

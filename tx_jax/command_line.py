@@ -52,12 +52,14 @@ def flags_parser(program: str):
       if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         _ = flags.FLAGS.config  # a config file that fails to load raises here, not while parsing
       return rest
-    except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    except Exception as e:  # pylint: disable=broad-except  (a config file's own code may raise anything)
       cause = e.__cause__ if isinstance(e, flags.Error) and e.__cause__ is not None else e
       line = _raised_in(cause, config_path) if config_path else None
       if line is not None:  # the file's own code, not an override: not a "missing field"
         sys.exit(f"{program}: the config file {config_path} failed at line {line}: {type(cause).__name__}: "
                  f"{' '.join(str(cause).split())}")
+      if not isinstance(cause, (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError)):
+        raise
       sys.exit(f"{program}: {_one_line(cause)}")
   return parse
 

@@ -29,7 +29,7 @@ POSITIVE_INTS = ("vocab_size", "emb_dim", "num_heads", "mlp_dim", "per_device_ba
                  "grad_accum_steps", "vocab_sample_sentences", "max_checkpoints_to_keep", "max_len", "keep_best")
 # 0 means the default where it is allowed: one data shard per process, no workers, num_heads KV heads, ...
 NON_NEGATIVE_INTS = ("data_shards", "early_stopping_patience", "warmup_steps", "num_encoder_layers", "num_decoder_layers",
-                     "num_kv_heads", "head_dim", "num_predict_sentences", "num_token_types", "num_classes", "pad_id",
+                     "num_kv_heads", "head_dim", "num_token_types", "num_classes", "pad_id",
                      "seed")
 NON_NEGATIVE = ("train_minutes", "weight_decay", "grad_clip_norm", "length_penalty_alpha")
 POSITIVE = ("learning_rate", "norm_epsilon", "rope_theta", "logits_scale", "adam_eps")
@@ -67,6 +67,10 @@ def validate(config):
   for field in NON_NEGATIVE_INTS:
     if field in config and not (_is_int(config[field]) and config[field] >= 0):
       _fail(field, config[field], "must be a non-negative integer.")
+  if "num_predict_sentences" in config and not (_is_int(config.num_predict_sentences)
+                                                and config.num_predict_sentences >= -1):
+    _fail("num_predict_sentences", config.num_predict_sentences, "must be a number of validation sentences to "
+          "decode during training >= 0 (0: none), or -1 for the whole split.")
   if "data_workers" in config and not (_is_int(config.data_workers) and config.data_workers >= -1):
     _fail("data_workers", config.data_workers, "must be a number of worker processes >= 0, or -1 (automatic).")
   for field in NON_NEGATIVE:
@@ -98,7 +102,7 @@ def validate(config):
   task = tasks.get(config)
   if best_metric in DECODED_METRICS and not (tasks.is_translation(config) and config.get("num_predict_sentences")):
     _fail("best_metric", best_metric, "is scored on decoded validation sentences: it needs config.task="
-          "'translation' and config.num_predict_sentences > 0.")
+          "'translation' and config.num_predict_sentences other than 0 (-1: the whole split).")
   capacity = config.get("token_capacity", 1.0)
   if not (capacity == "auto" or _is_number(capacity) and 0.0 < capacity <= 1.0):
     _fail("token_capacity", capacity, 'must be in (0, 1] (the share of a device\'s row slots the layers compute on) '

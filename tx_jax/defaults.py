@@ -118,7 +118,7 @@ def get_config():
   config.log_every_steps = 100
   config.eval_every_steps = 1000
   config.num_eval_steps = 20  # packed validation batches per evaluation (-1: all)
-  config.num_predict_sentences = 100  # validation sentences decoded for eval/bleu during training (0: none)
+  config.num_predict_sentences = 100  # validation sentences decoded for eval/bleu during training (0: none, -1: all)
   config.attention_images = False  # True: eval also draws the first validation text's attention maps in TensorBoard
   config.log_batches = False  # True: WORKDIR/batches_process<i>.jsonl gets a SHA-1 of every training batch
   config.profile_steps = ()  # e.g. (20, 25): a JAX profiler trace of steps 20..25 in WORKDIR/tensorboard

@@ -163,8 +163,8 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
     """Validation loss metrics (and BLEU/chrF/TER for translation) to TensorBoard; with keep-best, a ranked save."""
     params = ema.inference_params(state)  # the EMA when the run keeps one: what evaluate and decoding use
     eval_summary = evaluation.loss_metrics(eval_fn, params, task, tokenizer, "validation", config, mesh)
-    decodes = tasks.is_translation(config) and config.num_predict_sentences > 0  # 0: no BLEU during training
-    pairs = task.pairs(config, "validation", config.num_predict_sentences) if decodes else []
+    decodes = tasks.is_translation(config) and config.num_predict_sentences != 0  # 0: no BLEU during training
+    pairs = task.pairs(config, "validation", max(config.num_predict_sentences, 0)) if decodes else []  # -1: all
     if pairs:
       scores, hyps = evaluation.translation_scores(graphdef, params, tokenizer, pairs, config, mesh)
       eval_summary.update({f"eval/{m.lower()}": scores[m]["score"] for m in scores})  # eval/bleu, chrf, ter
