@@ -102,8 +102,8 @@ def loop_state(manager: ocp.CheckpointManager, step: int) -> dict | None:
   try:
     return manager.restore(step, args=ocp.args.Composite(**{LOOP_ITEM: ocp.args.JsonRestore()}))[LOOP_ITEM]
   except Exception as e:  # pylint: disable=broad-except  (a damaged JSON file; Orbax raises several types)
-    raise errors.CheckpointError(f"The loop state of checkpoint step {step} in {manager.directory} is unreadable "
-                                 f"({type(e).__name__}); delete that step to resume from the one before.") from None
+    raise errors.CheckpointError(f"the loop state (training clock, keep-best) of checkpoint step {step} in "
+                                 f"{manager.directory} is unreadable ({type(e).__name__}).") from None
 
 
 def data_state(manager: ocp.CheckpointManager, step: int) -> dict | None:
@@ -144,7 +144,9 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   """
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
   on_unreadable = (lambda candidate: _set_aside(manager, candidate)) if set_aside else None
-  return _newest_readable(manager, step, lambda candidate: _restore_step(manager, target, candidate), on_unreadable)
+  # Resuming reads the newest step's loop item too: damaged, it makes the step unreadable like damaged arrays.
+  read = lambda candidate: _restore_step(manager, target, candidate, with_loop=step is None)
+  return _newest_readable(manager, step, read, on_unreadable)
 
 
 def require_step(manager: ocp.CheckpointManager, step: int | None = None) -> list:
@@ -184,8 +186,11 @@ def _newest_readable(manager: ocp.CheckpointManager, step: int | None, read, on_
                                f"place); the newest failed with: {first_error}")
 
 
-def _restore_step(manager: ocp.CheckpointManager, target, step: int):
-  """(state, data position) of one step, checked finite; CheckpointError naming the step and the cause."""
+def _restore_step(manager: ocp.CheckpointManager, target, step: int, with_loop: bool = False):
+  """(state, data position) of one step, checked finite; CheckpointError naming the step and the cause.
+
+  `with_loop`: the step's loop item must be readable too (training reads it next).
+  """
   if not _has_item(manager, step, LEGACY_STATE_ITEM) and not _has_item(manager, step, OPT_STATE_ITEM):
     if _has_item(manager, step, PARAMS_ITEM):  # not damage, so not a CheckpointError: it must not be set aside
       raise errors.ConfigError(
@@ -215,7 +220,8 @@ def _restore_step(manager: ocp.CheckpointManager, target, step: int):
       f"the checkpoint at step {step} in {manager.directory} is unreadable ({type(e).__name__}: "
       f"{' '.join(str(e).split())[:300]}); pick another --step.") from None
   _check_finite(manager, step, state)
-  loop_state(manager, step)  # read now: a damaged loop item makes the step unreadable, falling back as damaged arrays do
+  if with_loop:
+    loop_state(manager, step)
   logging.info("Restored checkpoint step %d from %s", step, manager.directory)
   return state, data_state(manager, step)
 
