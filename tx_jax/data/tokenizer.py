@@ -133,6 +133,8 @@ def load(path: str) -> spm.SentencePieceProcessor:
     raise errors.DataError(f"The vocabulary {path} is missing; it is trained by the first "
                            "python -m tx_jax.train run of this dataset (or set config.vocab_path).")
   try:
+    if os.path.isdir(path):  # checked here: sentencepiece 0.2.1 aborts the process on a directory
+      raise IsADirectoryError(path)
     processor = spm.SentencePieceProcessor(model_file=path)
   except (RuntimeError, OSError) as e:  # a directory, a .vocab file, a truncated model
     raise errors.DataError(f"The vocabulary {path} is not a SentencePiece .model file ({type(e).__name__}); point "
