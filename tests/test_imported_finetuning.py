@@ -21,7 +21,7 @@ from flax import nnx  # noqa: E402
 from configs import bert_cls_default  # noqa: E402
 from tx_jax import import_hf, train  # noqa: E402
 from tx_jax.data import rotten_tomatoes  # noqa: E402
-from tx_jax.training import experiment  # noqa: E402
+from tx_jax.training import experiment, run_vocab  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # as BERT's vocabularies: [PAD] = 0
 
@@ -74,7 +74,8 @@ def test_fine_tuning_an_imported_bert_classifier_takes_its_model_and_trains(data
   for field in ("learning_rate", "dropout_rate", "num_train_steps", "task", "dataset", "per_device_batch_size"):
     assert run[field] == config[field], field  # the training fields stay the config's
   assert run.dropout_rate != source.dropout_rate
-  assert run.vocab_path == source.vocab_path  # the model's own tokenizer came along
+  assert run.vocab_path == os.path.join(tuned, "tokenizer")  # the model's own tokenizer came along, kept in the run
+  assert run_vocab.same(run.vocab_path, source.vocab_path)
 
   losses = _train_losses(tuned)
   assert len(losses) == 6 and np.isfinite(losses).all()

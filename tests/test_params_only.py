@@ -14,7 +14,7 @@ import pytest
 from conftest import make_tiny_config
 from tx_jax import errors, evaluate, parallel, train, translate
 from tx_jax.interop import workdir as workdir_lib
-from tx_jax.training import checkpoint, ema, experiment
+from tx_jax.training import checkpoint, ema, experiment, run_vocab
 
 
 def test_parameter_only_restore_equals_the_full_one_and_needs_no_optimizer_state(small_corpus_dir, vocab_dir,
@@ -72,6 +72,7 @@ def _rewrite_in_old_layout(source: str, dest: str, config, step: int):
   """Copies `source`'s checkpoint `step` into `dest` as checkpoints were written before the split: one "state" item."""
   os.makedirs(dest)
   shutil.copyfile(os.path.join(source, "config.json"), os.path.join(dest, "config.json"))
+  run_vocab.copy_kept(source, dest)
   _, abstract, _, _ = experiment.build(config, parallel.make_mesh(config.mesh_shape), abstract_only=True)
   reader = checkpoint.make_manager(source, read_only=True)
   state, _ = checkpoint.restore(reader, abstract, step)
@@ -130,6 +131,7 @@ def test_the_ema_is_read_alone_out_of_the_optimizer_state(small_corpus_dir, voca
   # EMA restore never reads them.
   os.makedirs(damaged)
   shutil.copyfile(os.path.join(run, "config.json"), os.path.join(damaged, "config.json"))
+  run_vocab.copy_kept(run, damaged)
   poisoned = jax.tree.map(
     lambda x: x if isinstance(x, ema.EmaState) else x * np.nan if jnp.issubdtype(x.dtype, jnp.floating) else x,
     full.opt_state, is_leaf=lambda x: isinstance(x, ema.EmaState))

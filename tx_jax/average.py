@@ -2,7 +2,7 @@
 
 Usage: python -m tx_jax.average --workdir=W --last=N [--out=W_avgN]
 
-The new workdir holds W's config.json and one checkpoint, at the newest averaged step, whose
+The new workdir holds W's config.json, its vocabulary and one checkpoint, at the newest averaged step, whose
 parameters are the mean of the last N checkpoints' (optimizer state and RNG of the newest one);
 `tx_jax.evaluate`, `translate`, `generate` and `visualize` read it as they read W. In a run that
 keeps an EMA (config.ema_decay > 0), which those tools read by default, the newest step's EMA is
@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 
 from tx_jax import command_line, errors, logging_utils, parallel
-from tx_jax.training import averaging, checkpoint, ema, experiment
+from tx_jax.training import averaging, checkpoint, ema, experiment, run_vocab
 
 FLAGS = flags.FLAGS
 AVERAGE_FILE = "average.json"  # in the new workdir: which run and steps it averages
@@ -50,6 +50,7 @@ def average_workdir(workdir: str, last: int, out: str | None = None) -> dict:
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
     shutil.copyfile(os.path.join(workdir, "config.json"), os.path.join(out, "config.json"))
+    run_vocab.copy_kept(workdir, out)  # the vocabulary that config.json names
   target = checkpoint.make_manager(out, max_to_keep=1)
   checkpoint.save(target, steps[-1], state)  # no data position: a run continued from it starts its data anew
   target.wait_until_finished()

@@ -26,7 +26,7 @@ from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.models import registry
 from tx_jax.training import best, budget, checkpoint, divergence, ema, evaluation, experiment, init_from, loop, metrics
-from tx_jax.training import perf, preemption, profiling, workdir_lock
+from tx_jax.training import perf, preemption, profiling, run_vocab, workdir_lock
 
 FLAGS = flags.FLAGS
 
@@ -75,6 +75,8 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
                                     best_metric=config.best_metric,
                                     best_mode=best.mode(config) if config.best_metric else "max")
   resuming = bool(manager.all_steps())
+  if resuming:
+    config = run_vocab.with_recorded(config, workdir)  # the vocabulary the run trained with, as its config.json says
   config = init_from.with_source(config, run_workdir=workdir if resuming else None)
   if resuming:
     experiment.check_resumable(config, workdir)  # another model would not fit the run's checkpoints
@@ -122,9 +124,11 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
 
   writer = metrics.MetricWriter(workdir)
   if first_step == 0 and jax.process_index() == 0:
-    writer.text(0, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
+    recorded = json.loads(config.to_json_best_effort())
+    recorded["vocab_path"] = run_vocab.keep(task.vocab_path(config), workdir)  # its copy, WORKDIR/vocab.model
+    writer.text(0, "config", "```\n" + json.dumps(recorded, indent=2) + "\n```")
     with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+      json.dump(recorded, f, indent=2)
   logging.info("Training steps %d..%d in %s", first_step, config.num_train_steps, workdir)
 
   peak_flops = None  # per device, for perf/mfu: known after the first step (on CPU it is measured, ~2 s)

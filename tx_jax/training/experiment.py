@@ -16,6 +16,7 @@ from tx_jax.training import checkpoint
 from tx_jax.training import compile_ahead as compile_ahead_lib
 from tx_jax.training import padding_choice
 from tx_jax.training import pmap_step
+from tx_jax.training import run_vocab
 from tx_jax.training import schedules
 from tx_jax.training import step as step_lib
 
@@ -73,9 +74,8 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
                                  "or pass the workdir that holds config.json and checkpoints/).")
   with open(path) as f:
     config = json.load(f)
-  vocab = config.get("vocab_path")
-  if vocab and not os.path.isabs(vocab) and os.path.isdir(os.path.join(workdir, vocab)):
-    config["vocab_path"] = os.path.abspath(os.path.join(os.path.expanduser(workdir), vocab))  # an imported tokenizer/
+  if config.get("vocab_path"):
+    config["vocab_path"] = run_vocab.resolve(workdir, config["vocab_path"])  # the run's copy, or an imported tokenizer/
   return ml_collections.ConfigDict(config)
 
 
@@ -144,7 +144,8 @@ def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections
       except TypeError:  # config.json fixed the type of a field that takes two (token_capacity: "auto" or a number)
         del config[key]
         config[key] = value
-    elif key in config and config[key] != value and not isinstance(value, ml_collections.ConfigDict):
+    elif (key in config and config[key] != value and not isinstance(value, ml_collections.ConfigDict)
+          and not (key == "vocab_path" and not value)):  # the run recorded the vocabulary it found for an empty one
       ignored.append(f"{key}={config[key]!r} (--config has {value!r})")
   if ignored:
     logging.warning("Evaluating with the run's own %s from %s/config.json; override a field explicitly with "

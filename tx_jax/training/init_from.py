@@ -10,7 +10,7 @@ from absl import logging
 from tx_jax import configuration, errors, parallel, tasks
 from tx_jax.data import hf_tokenizers
 from tx_jax.models import config as model_config
-from tx_jax.training import experiment
+from tx_jax.training import experiment, run_vocab
 from tx_jax.training import step as step_lib
 
 
@@ -20,7 +20,7 @@ def _key(path) -> str:
 
 # ModelConfig fields a run keeps as its own when it starts from another: regularisation, how the model is
 # computed (none of them changes a parameter's shape), the labels of its own data, and pad_id, which comes
-# with the tokenizer (with_imported_tokenizer).
+# with the vocabulary (with_source_vocabulary).
 RUN_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat", "remat_policy", "scan_layers",
                     "attention_impl", "num_classes", "pad_id")
 # The task's head: the source's when the run trains the source's task, else the run's own (a new head). The
@@ -33,12 +33,14 @@ STRUCTURE_FIELDS = tuple(f.name for f in dataclasses.fields(model_config.ModelCo
 
 
 def with_source(config, run_workdir: str | None = None) -> ml_collections.ConfigDict:
-  """`config` with what its init_from workdir fixes: the model's structure and, for an imported model, its tokenizer.
+  """`config` with what its init_from workdir fixes: the model's structure and the vocabulary it recorded.
 
   A resumed run (`run_workdir`, holding its own config.json) whose init_from workdir has since been
-  deleted or moved takes the model fields its own config.json recorded from it.
+  deleted or moved takes the model fields its own config.json recorded from it; its vocabulary is
+  its own record's (run_vocab.with_recorded), never taken from the source again.
   """
-  return with_imported_tokenizer(with_source_model(config, run_workdir))
+  config = with_source_model(config, run_workdir)
+  return config if run_workdir else with_source_vocabulary(config)
 
 
 def source_model_fields(config, source) -> dict:
@@ -90,33 +92,38 @@ def with_source_model(config, run_workdir: str | None = None) -> ml_collections.
 
 def _check_own_vocabulary(config, source, changed: dict):
   """ConfigError when the run names a vocabulary of another size than the source model's embeddings index."""
-  def real(path):
-    return os.path.realpath(os.path.expanduser(path or ""))
-  if "vocab_size" in changed and config.get("vocab_path") and real(config.vocab_path) != real(source.get("vocab_path")):
+  if ("vocab_size" in changed and config.get("vocab_path")
+      and not run_vocab.same(config.vocab_path, source.get("vocab_path") or "")):
     raise errors.ConfigError(
       f"config.vocab_path={config.vocab_path!r} (vocab_size={config.get('vocab_size')}) is not the vocabulary of "
       f"config.init_from={config.init_from!r} (vocab_size={source.vocab_size}), whose embeddings index its own "
-      "tokens; leave vocab_path empty (an imported model brings its tokenizer) or name the one it trained with.")
+      "tokens; leave vocab_path empty (the source's recorded vocabulary comes along) or name the one it trained with.")
 
 
-def with_imported_tokenizer(config) -> ml_collections.ConfigDict:
-  """`config`, reading the tokenizer of its init_from workdir when that is an imported model's and it names none.
+def with_source_vocabulary(config) -> ml_collections.ConfigDict:
+  """`config`, reading the vocabulary its init_from workdir recorded when the run names none.
 
-  An imported model only makes sense with its own vocabulary: its vocab_path and special ids
-  (bos_id, eos_id, pad_id) come along, so the run's config.json records them for every tool.
+  The source's embeddings index that vocabulary's pieces: an imported model's tokenizer, or the
+  SentencePiece model a tx_jax run kept (tx_jax.training.run_vocab), of a run of the same model
+  family. Its special ids (bos_id, eos_id, pad_id) come along, and the run's config.json records
+  them for every tool. A source from before runs kept their vocabulary records none: the run
+  computes its own, as it did.
   """
-  if not config.get("init_from") or config.get("vocab_path"):
+  if not config.get("init_from") or config.get("vocab_path") or not _has_config(config.init_from):
     return config
   source = experiment.workdir_config(config.init_from)
-  if not hf_tokenizers.is_tokenizer_dir(source.get("vocab_path", "")):
+  vocab = source.get("vocab_path") or ""
+  imported = hf_tokenizers.is_tokenizer_dir(vocab)
+  if not vocab or not (imported or tasks.get(source).family == tasks.get(config).family):
     return config
   adopted = ml_collections.ConfigDict(config.to_dict())
   with adopted.unlocked():
-    adopted.vocab_path = source.vocab_path
+    adopted.vocab_path = vocab
     for name in ("bos_id", "eos_id", "pad_id"):
       if source.get(name) is not None:
         adopted[name] = source[name]
-  logging.info("Using the tokenizer of config.init_from=%s: %s", config.init_from, source.vocab_path)
+  logging.info("Using the %s of config.init_from=%s: %s", "tokenizer" if imported else "vocabulary",
+               config.init_from, vocab)
   return adopted
 
 

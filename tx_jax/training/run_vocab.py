@@ -1,0 +1,106 @@
+"""The vocabulary a run trains with, kept in its workdir: WORKDIR/vocab.model, or WORKDIR/tokenizer/ when imported.
+
+A run's config.json names that copy as its vocab_path, so every tool, the run resumed and a run
+initialised from it (config.init_from) read the vocabulary it trained with, not one recomputed
+from a corpus and a data cache that may since have changed, or be on another machine. A run
+started before tx_jax kept it (config.json with an empty vocab_path) computes it from its config,
+as it did.
+"""
+
+import filecmp
+import json
+import os
+import shutil
+
+import ml_collections
+
+from tx_jax import errors
+from tx_jax.data import hf_tokenizers
+
+SENTENCEPIECE_NAME = "vocab.model"  # tx_jax's own vocabulary, or any SentencePiece model a run names
+TOKENIZER_DIR_NAME = "tokenizer"  # an imported model's tokenizer files, the directory tx_jax.import_hf writes
+
+
+def _name_in_workdir(path: str) -> str:
+  return TOKENIZER_DIR_NAME if hf_tokenizers.is_tokenizer_dir(path) else SENTENCEPIECE_NAME
+
+
+def keep(path: str, workdir: str) -> str:
+  """Copies the vocabulary at `path` (a file or tokenizer directory) into WORKDIR; returns its name there."""
+  workdir, path = os.path.abspath(os.path.expanduser(workdir)), os.path.abspath(os.path.expanduser(path))
+  if os.path.dirname(path) == workdir:  # it is there already (an imported model's own workdir)
+    return os.path.basename(path)
+  name = _name_in_workdir(path)
+  target, partial = os.path.join(workdir, name), os.path.join(workdir, name + ".partial")
+  if os.path.isdir(path):
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(path, partial)
+    shutil.rmtree(target, ignore_errors=True)
+  else:
+    shutil.copyfile(path, partial)
+  os.replace(partial, target)  # a copy cut short is never read as the vocabulary
+  return name
+
+
+def copy_kept(workdir: str, out: str):
+  """Copies the vocabulary kept in WORKDIR, if any, into OUT (a workdir made from it with its config.json)."""
+  for name in (SENTENCEPIECE_NAME, TOKENIZER_DIR_NAME):
+    if os.path.exists(os.path.join(workdir, name)):
+      keep(os.path.join(workdir, name), out)
+
+
+def same(a: str, b: str) -> bool:
+  """Whether two vocabulary paths (SentencePiece files or tokenizer directories) hold the same vocabulary."""
+  a, b = (os.path.realpath(os.path.expanduser(p)) for p in (a, b))
+  if a == b:
+    return True
+  if os.path.isfile(a) and os.path.isfile(b):
+    return filecmp.cmp(a, b, shallow=False)
+  if os.path.isdir(a) and os.path.isdir(b):
+    names = sorted(os.listdir(a))
+    if names != sorted(os.listdir(b)):
+      return False
+    _, mismatch, unreadable = filecmp.cmpfiles(a, b, names, shallow=False)
+    return not mismatch and not unreadable
+  return False
+
+
+def resolve(workdir: str, vocab: str) -> str:
+  """A config.json's vocab_path made absolute when it names a file or directory in WORKDIR (the run's copy)."""
+  if not vocab or os.path.isabs(vocab):
+    return vocab
+  inside = os.path.abspath(os.path.join(os.path.expanduser(workdir), vocab))
+  if os.path.exists(inside) or vocab in (SENTENCEPIECE_NAME, TOKENIZER_DIR_NAME):
+    return inside  # a missing copy is named where it is read
+  return vocab  # as the user named it, relative to where the run started
+
+
+def recorded(workdir: str) -> str:
+  """The vocabulary WORKDIR's config.json names (a path in WORKDIR made absolute), or "" when it names none."""
+  path = os.path.join(os.path.expanduser(workdir), "config.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    return resolve(workdir, json.load(f).get("vocab_path") or "")
+
+
+def with_recorded(config, workdir: str) -> ml_collections.ConfigDict:
+  """`config` reading the vocabulary that the run it resumes in WORKDIR recorded.
+
+  A config.vocab_path naming another vocabulary is one ConfigError: the run's embeddings index
+  the recorded one's pieces.
+  """
+  vocab = recorded(workdir)
+  if not vocab or config.get("vocab_path") == vocab:
+    return config  # without a record, a run from before tx_jax kept it: computed from the config, as it was
+  if not os.path.exists(vocab):
+    raise errors.DataError(f"{vocab} is missing: {workdir}'s config.json names it as the run's vocabulary; restore "
+                           "it (copy it along with config.json and checkpoints/): the model's embeddings index its "
+                           "pieces.")
+  if config.get("vocab_path") and not same(config.vocab_path, vocab):
+    raise errors.ConfigError(f"config.vocab_path={config.vocab_path!r} is not the vocabulary that the run in "
+                             f"{workdir} trained with ({vocab}); leave vocab_path empty to resume it, or pass a new "
+                             "--workdir.")
+  adopted = ml_collections.ConfigDict(config.to_dict())
+  adopted.vocab_path = vocab
+  return adopted
