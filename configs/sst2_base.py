@@ -8,9 +8,9 @@ def get_config():
 
   Prepare once (downloads; needs TensorFlow and internet):
     pip install 'tx_jax[tfds]' && tfds build glue/sst2 --file_format=array_record --data_dir=DIR
-  then --config.tfds_data_dir=DIR, and --config.init_from=WORKDIR of an MLM run of the same shape. Its
-  embeddings index its vocabulary's pieces: pretrain on the same corpus, or pass that run's vocabulary
-  file as --config.vocab_path (this config's own, trained on SST-2, would be another of the same size).
+  then --config.tfds_data_dir=DIR, and --config.init_from=WORKDIR of an MLM run of the same shape. The
+  run reads the vocabulary that WORKDIR kept (WORKDIR/vocab.model), whose pieces its embeddings index;
+  an MLM run from before runs kept theirs records none: pass its vocabulary as --config.vocab_path.
   """
   config = bert_cls_default.get_config()
   config.update(bert_base.MODEL)  # the model fields of BERT-base
