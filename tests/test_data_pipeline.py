@@ -228,6 +228,22 @@ def test_bad_lines_are_skipped_and_counted_by_reason(tmp_path, vocab_dir):
   assert records[20] == {"source": "fine", "target": "gut"}
 
 
+def test_a_split_cut_short_leaves_no_files_and_no_open_writer(tmp_path):
+  from tx_jax.data import records
+
+  def cut_short():
+    yield from ({"text": f"line {i}"} for i in range(records.RECORDS_PER_SHARD + 5))  # into the second shard
+    raise ValueError("line 12 is malformed")
+
+  directory = str(tmp_path / "train")
+  with pytest.raises(ValueError, match="malformed") as raised:  # its traceback keeps write_split's frame alive
+    records.write_split(directory, cut_short())
+  fds = "/proc/self/fd"
+  open_files = [os.readlink(os.path.join(fds, fd)) for fd in os.listdir(fds) if os.path.exists(os.path.join(fds, fd))]
+  assert not [f for f in open_files if directory in f], open_files
+  assert not os.listdir(tmp_path) and raised.value
+
+
 def test_parallel_files_of_different_lengths_name_both(tmp_path, vocab_dir):
   from tx_jax import errors
   data = tmp_path / "corpus"

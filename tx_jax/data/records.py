@@ -93,6 +93,7 @@ def write_split(directory: str, records, skipped: dict | None = None) -> dict:
         progress.update(count)
     if writer is not None:
       writer.close()
+      writer = None
     progress.update(count, final=True)
     stats = {"records": count, "skipped": dict(skipped or {})}
     with open(os.path.join(partial, STATS_FILE), "w") as f:
@@ -105,15 +106,25 @@ def write_split(directory: str, records, skipped: dict | None = None) -> dict:
         raise
       shutil.rmtree(partial, ignore_errors=True)
   except OSError as e:
-    shutil.rmtree(partial, ignore_errors=True)
+    _abandon(writer, partial)
     raise errors.DataError(f"Could not write the prepared corpus {directory} ({e.strerror or e}); free disk "
                            "space or point config.data_cache_dir at a writable directory.") from None
-  except BaseException:
-    shutil.rmtree(partial, ignore_errors=True)
+  except BaseException:  # a malformed record, an interrupt: nothing of the split is kept
+    _abandon(writer, partial)
     raise
   logging.info("Prepared %s: %d records%s", directory, count,
                f", skipped {stats['skipped']}" if any(stats["skipped"].values()) else "")
   return stats
+
+
+def _abandon(writer, partial: str):
+  """Closes the shard writer of a split cut short (its file handle with it) and deletes what it wrote."""
+  if writer is not None:
+    try:
+      writer.close()
+    except Exception:  # pylint: disable=broad-except  (the error that cut the split short is the one to raise)
+      pass
+  shutil.rmtree(partial, ignore_errors=True)
 
 
 def open_split(directory: str, make_records) -> JsonRecords:
