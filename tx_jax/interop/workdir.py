@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 
+import ml_collections
 from flax import nnx
 
 from tx_jax import errors, parallel
@@ -46,7 +47,7 @@ def read_workdir(workdir: str, step: int | None = None, use_ema: bool = True):
   with open(path) as f:
     config = json.load(f)
   if use_ema and config.get("ema_decay", 0.0) > 0:  # the EMA alone, out of the optimizer-state item
-    _, averaged, _ = experiment.restore_model(workdir, experiment.workdir_config(workdir),
+    _, averaged, _ = experiment.restore_model(workdir, ml_collections.ConfigDict(config),  # its model fields
                                               parallel.make_mesh((-1, 1, 1)), step)
     return config, nnx.to_pure_dict(averaged)
   params, _ = checkpoint.restore_params(workdir, None, step)  # as saved: nested dicts of arrays
