@@ -244,6 +244,23 @@ def test_a_split_cut_short_leaves_no_files_and_no_open_writer(tmp_path):
   assert not os.listdir(tmp_path) and raised.value
 
 
+@pytest.mark.parametrize("validation", ["empty", "too_long"])
+def test_a_validation_split_with_nothing_to_evaluate_is_one_error_before_training(small_corpus_dir, tmp_path,
+                                                                                   validation):
+  import shutil
+  from tx_jax import errors, train
+  data = tmp_path / "corpus"
+  shutil.copytree(small_corpus_dir, data)  # the real training split; a validation split of nothing to evaluate
+  for language in ("de", "en"):
+    (data / f"validation.{language}").write_text("" if validation == "empty" else (" ".join(["word"] * 80) + "\n") * 3,
+                                                 encoding="utf-8")
+  config = make_tiny_config(str(data), str(tmp_path), data_cache_dir=str(tmp_path / "cache"))  # its own vocabulary
+  cause = "it has no records" if validation == "empty" else "each of its 3 records is longer than"
+  with pytest.raises(errors.DataError, match=f"The validation split .* has no example to evaluate: {cause}"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.listdir(tmp_path / "run" / "checkpoints")  # nothing trained, nothing saved
+
+
 def test_parallel_files_of_different_lengths_name_both(tmp_path, vocab_dir):
   from tx_jax import errors
   data = tmp_path / "corpus"

@@ -64,6 +64,7 @@ def evaluate(config, workdir: str, step: int | None = None, split: str = "test",
                                     best_mode=best.mode(config) if config.get("best_metric") else "max")
   checkpoint.require_step(manager)  # a workdir without checkpoints is the error to name, before its vocabulary
   tokenizer = task.tokenizer(config, scoring=True)  # never trained here: a missing vocabulary is an error
+  task.check_evaluable(config, tokenizer, split)
   graphdef, abstract_state, _, eval_fn = experiment.build(config, mesh, abstract_only=True)
   step = checkpoint_step(manager, config, step)
   if average_last:

@@ -85,6 +85,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   task = tasks.get(config)
   tokenizer = task.tokenizer(config, train=True)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
+  task.check_evaluable(config, tokenizer, "validation")
 
   python_gc.freeze()  # the imports and the corpus's set-up: tracing the steps then runs short collections
   # The train step compiles beside init, unless the newest checkpoint says the run has no step left to train.

@@ -143,6 +143,23 @@ class Task:
       local_rows=local_rows, data_shards=shards, process_index=process_index, process_count=process_count,
       max_batches=max_batches)
 
+  def check_evaluable(self, config, tokenizer, split: str):
+    """DataError unless some example of `split` fits config.max_eval_target_length (read up to the first that does).
+
+    Without one, an evaluation would sum nothing: found here, before anything is compiled or trained.
+    """
+    records = self.records(config, split)
+    for i in range(len(records)):
+      record = records[i]
+      if record is not None and self.features(record, tokenizer=tokenizer,
+                                              max_length=config.max_eval_target_length) is not None:
+        return
+    raise errors.DataError(
+      f"The {split} split of config.dataset={config.dataset!r} has no example to evaluate: " + (
+        f"each of its {len(records)} records is longer than config.max_eval_target_length="
+        f"{config.max_eval_target_length} tokens; raise it (with config.max_len)" if len(records) else
+        "it has no records; check the corpus") + " (data_stats.json counts its records and skipped lines).")
+
   def evaluated_examples(self, config, tokenizer, split: str, limit: int | None = None) -> list:
     """The examples (feature dicts) of `split` an evaluation scores, in order; `limit` samples training."""
     records = self.records(config, split)
