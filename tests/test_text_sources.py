@@ -337,3 +337,17 @@ def test_a_data_cache_that_cannot_be_made_is_one_error(tmp_path, small_corpus_di
   with pytest.raises(DataError, match=r"a_file/cache cannot be written .*point config.data_cache_dir"):
     with cache_lock.held(str(blocker / "cache"), "fetch"):
       pass
+
+
+def test_a_language_apt_has_no_help_in_is_named_not_blamed_on_stale_lists(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(libreoffice, "_apt_get", _fake_apt(calls, unable_first=True))
+  monkeypatch.setattr(libreoffice, "help_languages_apt_knows", lambda: {"de", "en-us", "zh-cn", "zh-tw"})
+  with pytest.raises(DataError, match=r"apt knows no LibreOffice help in 'zh' .*it has de, en-us, zh-cn, zh-tw\. "
+                                      r"Set the corpus's other language"):
+    libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")
+  assert [c[0] for c in calls] == ["download"]  # no apt-get update for a package that does not exist
+  monkeypatch.setattr(libreoffice, "help_languages_apt_knows", set)  # no lists at all: they are what is missing
+  monkeypatch.setattr(os, "geteuid", lambda: 1000)
+  with pytest.raises(DataError, match="sudo apt-get update"):
+    libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")

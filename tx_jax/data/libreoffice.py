@@ -53,6 +53,17 @@ def _apt_get(args: list[str], cwd: str) -> subprocess.CompletedProcess:
                         check=False)
 
 
+def help_languages_apt_knows() -> set:
+  """The languages of the libreoffice-help-* packages in apt's package lists (empty without lists or apt)."""
+  try:
+    result = subprocess.run(["apt-cache", "pkgnames", "libreoffice-help-"], capture_output=True, text=True,
+                            check=False)
+  except FileNotFoundError:
+    return set()
+  names = {line.strip()[len("libreoffice-help-"):] for line in result.stdout.splitlines() if line.strip()}
+  return names - {"common"}
+
+
 def fetch_debs(debs_dir: str, packages: Sequence[str], language: str) -> None:
   """Runs `apt-get download PACKAGES` in debs_dir (and `apt-get update` first if root needs it)."""
   os.makedirs(debs_dir, exist_ok=True)
@@ -60,6 +71,11 @@ def fetch_debs(debs_dir: str, packages: Sequence[str], language: str) -> None:
   try:
     result = _apt_get(["download", *packages], debs_dir)
     if result.returncode != 0 and "Unable to locate package" in result.stderr:
+      known = help_languages_apt_knows()
+      if known and language.lower() not in known:  # the lists are there: the language code is the mistake
+        raise DataError(f"apt knows no LibreOffice help in {language!r} (no package libreoffice-help-"
+                        f"{language.lower()}); it has {', '.join(sorted(known))}. Set the corpus's other language "
+                        "(config.source_language or config.target_language, beside en) to one of them.")
       if os.geteuid() != 0:
         raise DataError(
             f"apt-get cannot find {' '.join(packages)}: the apt package lists are empty or "
