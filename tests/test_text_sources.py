@@ -351,3 +351,20 @@ def test_a_language_apt_has_no_help_in_is_named_not_blamed_on_stale_lists(tmp_pa
   monkeypatch.setattr(os, "geteuid", lambda: 1000)
   with pytest.raises(DataError, match="sudo apt-get update"):
     libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")
+
+
+def test_rebuilt_libreoffice_pairs_are_read_anew_not_from_the_old_records(tmp_path):
+  """The prepared records are keyed by the aligned files, so files rebuilt (say from another libreoffice_dir) count."""
+  from configs import default
+  from tx_jax.data import sources
+  config = default.get_config()
+  config.update(dataset="libreoffice_help", source_language="de", target_language="en", data_cache_dir=str(tmp_path))
+  aligned = str(tmp_path / "libreoffice_help" / "de")  # where libreoffice.aligned_dir keeps them
+  reader = sources.reader(config)
+  for version in ("first", "rebuilt"):
+    write_text_files(aligned, {split: [(f"{version} {split} {i}", f"{version} de {i}") for i in range(3)]
+                               for split in ("train", "validation", "test")}, "en", "de")
+    assert reader.pairs(config, "train")[0] == {"source": f"{version} de 0", "target": f"{version} train 0"}
+    config.target_language, config.source_language = "en", ""  # the English side's texts, of the en-de pairs
+    assert reader.texts(config, "validation")[2] == {"text": f"{version} validation 2"}
+    config.source_language = "de"

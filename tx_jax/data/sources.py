@@ -126,7 +126,8 @@ class LibreOfficeHelp(Reader):
     other = tgt if src == "en" else src
     directory = self._aligned(config, other)
     paths = text_files.split_paths(directory, split, ("en", other))
-    prepared = records_lib.open_split(records_lib.split_dir(_cache(config), f"{self.name}_en-{other}", split),
+    key = f"{self.name}_en-{other}_{text_files.fingerprint(paths)}"  # rebuilt aligned files are new records
+    prepared = records_lib.open_split(records_lib.split_dir(_cache(config), key, split),
                                       lambda: _parallel_records(paths, ("en", other)))
     return _dataset(prepared, functools.partial(_pick, source=src, target=tgt))
 
@@ -134,7 +135,7 @@ class LibreOfficeHelp(Reader):
     lang = config.target_language
     pair = (config.get("libreoffice_pair_language") or "de") if lang == "en" else lang  # the en-X pairs read
     path = text_files.split_paths(self._aligned(config, pair), split, (lang,))
-    key = f"{self.name}_en-{pair}_{lang}_texts"
+    key = f"{self.name}_en-{pair}_{lang}_texts_{text_files.fingerprint(path)}"
     return _dataset(records_lib.open_split(records_lib.split_dir(_cache(config), key, split),
                                            lambda: _unique_texts(path)))
 
