@@ -51,6 +51,8 @@ def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(s
   # A run initialised from it takes it when it starts; resumed, it keeps its own record, not the source's.
   tuned = make_tiny_config(small_corpus_dir, vocab_dir, vocab_path="", init_from=workdir)
   assert init_from.with_source(tuned).vocab_path == kept
+  (tmp_path / "tuned").mkdir()  # a run started from it before runs kept their vocabulary computed its own
+  (tmp_path / "tuned" / "config.json").write_text(json.dumps({"vocab_path": ""}))
   assert init_from.with_source(tuned, run_workdir=str(tmp_path / "tuned")).vocab_path == ""
 
   # An average of it is a workdir with the same vocabulary.
@@ -65,3 +67,45 @@ def test_a_workdir_from_before_runs_kept_their_vocabulary_computes_it_as_it_did(
   assert run_vocab.with_recorded(config, str(tmp_path)) is config
   config.vocab_path = str(tmp_path / "mine.model")  # and one it named is read as named
   assert run_vocab.with_recorded(config, str(tmp_path)) is config
+
+
+def test_a_resumed_run_takes_its_recorded_special_ids_with_its_vocabulary(tmp_path):
+  """An imported tokenizer's ids (Marian's pad = its start token, eos 0) come back with it, not tx_jax's defaults."""
+  (tmp_path / "tokenizer").mkdir()
+  (tmp_path / "tokenizer" / "tokenizer.json").write_text("{}")
+  (tmp_path / "config.json").write_text(json.dumps({"vocab_path": "tokenizer", "bos_id": 58100, "eos_id": 0,
+                                                    "pad_id": 58100}))
+  resumed = run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path=""), str(tmp_path))
+  assert (resumed.vocab_path, resumed.bos_id, resumed.eos_id, resumed.pad_id) == (
+    str(tmp_path / "tokenizer"), 58100, 0, 58100)
+
+
+def test_a_run_resumed_after_init_from_a_source_without_a_record_keeps_its_own(tmp_path):
+  """The source (from before runs kept theirs) changed vocab_size; the run computed and kept its own vocabulary."""
+  source, run = tmp_path / "source", tmp_path / "run"
+  config = make_tiny_config("corpus", "vocab", vocab_path="")
+  for workdir, fields in ((source, {"vocab_size": 400}),
+                          (run, {"vocab_size": 400, "vocab_path": "vocab.model", "init_from": str(source)})):
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps(dict(json.loads(config.to_json_best_effort()), **fields)))
+  (run / "vocab.model").write_bytes(b"the run's own pieces")
+  resumed = run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path="", init_from=str(source)),
+                                    str(run))
+  assert resumed.vocab_path == str(run / "vocab.model")
+  assert init_from.with_source(resumed, run_workdir=str(run)).vocab_size == 400  # no "is not the vocabulary" error
+
+
+def test_a_vocabulary_inside_the_workdir_under_another_name_is_kept_under_the_standard_one(tmp_path):
+  (tmp_path / "spm.model").write_bytes(b"pieces")
+  assert run_vocab.keep(str(tmp_path / "spm.model"), str(tmp_path)) == "vocab.model"
+  assert run_vocab.same(str(tmp_path / "vocab.model"), str(tmp_path / "spm.model"))
+  assert run_vocab.keep(str(tmp_path / "vocab.model"), str(tmp_path)) == "vocab.model"  # already there: as it is
+
+
+def test_a_resumed_run_whose_named_vocabulary_is_gone_reads_its_own_copy(tmp_path, caplog):
+  (tmp_path / "vocab.model").write_bytes(b"pieces")
+  (tmp_path / "config.json").write_text(json.dumps({"vocab_path": "vocab.model"}))
+  gone = str(tmp_path / "cleaned_cache" / "spm_500.model")  # the original command's, its cache since cleaned
+  resumed = run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path=gone), str(tmp_path))
+  assert resumed.vocab_path == str(tmp_path / "vocab.model")
+  assert "is gone; the run resumes with its own copy" in caplog.text

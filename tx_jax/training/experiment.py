@@ -145,7 +145,8 @@ def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections
         del config[key]
         config[key] = value
     elif (key in config and config[key] != value and not isinstance(value, ml_collections.ConfigDict)
-          and not (key == "vocab_path" and not value)):  # the run recorded the vocabulary it found for an empty one
+          # the run recorded the vocabulary it read, where the --config may name none or the same file elsewhere
+          and not (key == "vocab_path" and (not value or run_vocab.same(value, config[key])))):
       ignored.append(f"{key}={config[key]!r} (--config has {value!r})")
   if ignored:
     logging.warning("Evaluating with the run's own %s from %s/config.json; override a field explicitly with "

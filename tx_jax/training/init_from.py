@@ -40,7 +40,7 @@ def with_source(config, run_workdir: str | None = None) -> ml_collections.Config
   its own record's (run_vocab.with_recorded), never taken from the source again.
   """
   config = with_source_model(config, run_workdir)
-  return config if run_workdir else with_source_vocabulary(config)
+  return config if _has_config(run_workdir) else with_source_vocabulary(config)
 
 
 def source_model_fields(config, source) -> dict:
@@ -79,7 +79,8 @@ def with_source_model(config, run_workdir: str | None = None) -> ml_collections.
   changed = {k: v for k, v in taken.items() if config.get(k) != v}
   if not changed:
     return config
-  _check_own_vocabulary(config, source, changed)
+  if not _has_config(run_workdir):  # a resumed run's vocabulary is its record's (run_vocab.with_recorded)
+    _check_own_vocabulary(config, source, changed)
   logging.info("The model of config.init_from=%s replaces these config fields: %s", config.init_from,
                ", ".join(f"{k}={v!r} (was {config.get(k)!r})" for k, v in changed.items()))
   adopted = ml_collections.ConfigDict(dict(config.to_dict(), **changed))
@@ -119,7 +120,7 @@ def with_source_vocabulary(config) -> ml_collections.ConfigDict:
   adopted = ml_collections.ConfigDict(config.to_dict())
   with adopted.unlocked():
     adopted.vocab_path = vocab
-    for name in ("bos_id", "eos_id", "pad_id"):
+    for name in run_vocab.SPECIAL_IDS:
       if source.get(name) is not None:
         adopted[name] = source[name]
   logging.info("Using the %s of config.init_from=%s: %s", "tokenizer" if imported else "vocabulary",

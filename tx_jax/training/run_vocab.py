@@ -13,12 +13,14 @@ import os
 import shutil
 
 import ml_collections
+from absl import logging
 
 from tx_jax import errors
 from tx_jax.data import hf_tokenizers
 
 SENTENCEPIECE_NAME = "vocab.model"  # tx_jax's own vocabulary, or any SentencePiece model a run names
 TOKENIZER_DIR_NAME = "tokenizer"  # an imported model's tokenizer files, the directory tx_jax.import_hf writes
+SPECIAL_IDS = ("bos_id", "eos_id", "pad_id")  # come with a vocabulary (an imported one's differ from tx_jax's)
 
 
 def _name_in_workdir(path: str) -> str:
@@ -28,9 +30,9 @@ def _name_in_workdir(path: str) -> str:
 def keep(path: str, workdir: str) -> str:
   """Copies the vocabulary at `path` (a file or tokenizer directory) into WORKDIR; returns its name there."""
   workdir, path = os.path.abspath(os.path.expanduser(workdir)), os.path.abspath(os.path.expanduser(path))
-  if os.path.dirname(path) == workdir:  # it is there already (an imported model's own workdir)
-    return os.path.basename(path)
   name = _name_in_workdir(path)
+  if path == os.path.join(workdir, name):  # there already (a resumed run's copy, an imported model's tokenizer/)
+    return name
   target, partial = os.path.join(workdir, name), os.path.join(workdir, name + ".partial")
   if os.path.isdir(path):
     shutil.rmtree(partial, ignore_errors=True)
@@ -75,32 +77,42 @@ def resolve(workdir: str, vocab: str) -> str:
   return vocab  # as the user named it, relative to where the run started
 
 
-def recorded(workdir: str) -> str:
-  """The vocabulary WORKDIR's config.json names (a path in WORKDIR made absolute), or "" when it names none."""
+def recorded(workdir: str) -> dict:
+  """The vocabulary WORKDIR's config.json names, as {"vocab_path" (in WORKDIR made absolute), special ids it has}.
+
+  Empty when it names none (a run from before runs kept their vocabulary, or no config.json).
+  """
   path = os.path.join(os.path.expanduser(workdir), "config.json")
   if not os.path.exists(path):
-    return ""
+    return {}
   with open(path) as f:
-    return resolve(workdir, json.load(f).get("vocab_path") or "")
+    run = json.load(f)
+  if not run.get("vocab_path"):
+    return {}
+  return {"vocab_path": resolve(workdir, run["vocab_path"]),
+          **{k: run[k] for k in SPECIAL_IDS if run.get(k) is not None}}
 
 
 def with_recorded(config, workdir: str) -> ml_collections.ConfigDict:
-  """`config` reading the vocabulary that the run it resumes in WORKDIR recorded.
+  """`config` reading the vocabulary, and its special ids, that the run it resumes in WORKDIR recorded.
 
   A config.vocab_path naming another vocabulary is one ConfigError: the run's embeddings index
-  the recorded one's pieces.
+  the recorded one's pieces. One that no longer exists (a cleaned cache) gives way to the record.
   """
-  vocab = recorded(workdir)
-  if not vocab or config.get("vocab_path") == vocab:
-    return config  # without a record, a run from before tx_jax kept it: computed from the config, as it was
+  record = recorded(workdir)
+  if not record:
+    return config  # a run from before tx_jax kept it: computed from the config, as it was
+  vocab, given = record["vocab_path"], config.get("vocab_path")
   if not os.path.exists(vocab):
     raise errors.DataError(f"{vocab} is missing: {workdir}'s config.json names it as the run's vocabulary; restore "
                            "it (copy it along with config.json and checkpoints/): the model's embeddings index its "
                            "pieces.")
-  if config.get("vocab_path") and not same(config.vocab_path, vocab):
-    raise errors.ConfigError(f"config.vocab_path={config.vocab_path!r} is not the vocabulary that the run in "
-                             f"{workdir} trained with ({vocab}); leave vocab_path empty to resume it, or pass a new "
-                             "--workdir.")
+  if given and os.path.exists(os.path.expanduser(given)) and not same(given, vocab):
+    raise errors.ConfigError(f"config.vocab_path={given!r} is not the vocabulary that the run in {workdir} trained "
+                             f"with ({vocab}); leave vocab_path empty to resume it, or pass a new --workdir.")
+  if given and not os.path.exists(os.path.expanduser(given)):
+    logging.warning("config.vocab_path=%s is gone; the run resumes with its own copy %s.", given, vocab)
   adopted = ml_collections.ConfigDict(config.to_dict())
-  adopted.vocab_path = vocab
+  with adopted.unlocked():
+    adopted.update(record)
   return adopted
