@@ -217,6 +217,9 @@ def _fake_apt(calls, unable_first=False):
       return Result(0)
     if not state["updated"]:
       return Result(100, f"E: Unable to locate package {args[1]}")
+    missing = [p for p in args[1:] if p not in debs]
+    if missing:
+      return Result(100, f"E: Unable to locate package {missing[0]}")
     for package in args[1:]:
       help_dir_name, page = debs[package]
       _write_deb(os.path.join(cwd, f"{package}_4%3a7.4.7-1_all.deb"), help_dir_name,
@@ -340,15 +343,16 @@ def test_a_data_cache_that_cannot_be_made_is_one_error(tmp_path, small_corpus_di
 
 
 def test_a_language_apt_has_no_help_in_is_named_not_blamed_on_stale_lists(tmp_path, monkeypatch):
-  calls = []
-  monkeypatch.setattr(libreoffice, "_apt_get", _fake_apt(calls, unable_first=True))
   monkeypatch.setattr(libreoffice, "help_languages_apt_knows", lambda: {"de", "en-us", "zh-cn", "zh-tw"})
-  with pytest.raises(DataError, match=r"apt knows no LibreOffice help in 'zh' .*it has de, en-us, zh-cn, zh-tw\. "
-                                      r"Set the corpus's other language"):
-    libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")
-  assert [c[0] for c in calls] == ["download"]  # no apt-get update for a package that does not exist
+  for uid, apt_calls in ((0, ["download", "update", "download"]), (1000, ["download"])):
+    calls = []
+    monkeypatch.setattr(libreoffice, "_apt_get", _fake_apt(calls, unable_first=True))
+    monkeypatch.setattr(os, "geteuid", lambda uid=uid: uid)
+    with pytest.raises(DataError, match=r"apt knows no LibreOffice help in 'zh' .*it has de, en-us, zh-cn, zh-tw\. "
+                                        r"Set the corpus's other language"):
+      libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")
+    assert [c[0] for c in calls] == apt_calls  # root updates its lists first: they may be what is stale
   monkeypatch.setattr(libreoffice, "help_languages_apt_knows", set)  # no lists at all: they are what is missing
-  monkeypatch.setattr(os, "geteuid", lambda: 1000)
   with pytest.raises(DataError, match="sudo apt-get update"):
     libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")
 
@@ -368,3 +372,6 @@ def test_rebuilt_libreoffice_pairs_are_read_anew_not_from_the_old_records(tmp_pa
     config.target_language, config.source_language = "en", ""  # the English side's texts, of the en-de pairs
     assert reader.texts(config, "validation")[2] == {"text": f"{version} validation 2"}
     config.source_language = "de"
+  os.remove(os.path.join(aligned, "test.de"))  # a damaged cache: one line naming the file and the fix
+  with pytest.raises(DataError, match=r"Missing corpus file .*test.de\. .*delete .*libreoffice_help/de to have it"):
+    reader.pairs(config, "test")

@@ -64,27 +64,34 @@ def help_languages_apt_knows() -> set:
   return names - {"common"}
 
 
+def _unable_to_locate(result) -> bool:
+  return result.returncode != 0 and "Unable to locate package" in result.stderr
+
+
 def fetch_debs(debs_dir: str, packages: Sequence[str], language: str) -> None:
   """Runs `apt-get download PACKAGES` in debs_dir (and `apt-get update` first if root needs it)."""
   os.makedirs(debs_dir, exist_ok=True)
   logging.info("Fetching %s with `apt-get download` into %s.", " ".join(packages), debs_dir)
   try:
     result = _apt_get(["download", *packages], debs_dir)
-    if result.returncode != 0 and "Unable to locate package" in result.stderr:
+    if _unable_to_locate(result) and os.geteuid() == 0:
+      logging.info("apt-get cannot locate the packages; running `apt-get update` (as root) "
+                   "to fill the package lists, then retrying.")
+      _apt_get(["update"], debs_dir)
+      result = _apt_get(["download", *packages], debs_dir)
+    if _unable_to_locate(result):
       known = help_languages_apt_knows()
-      if known and language.lower() not in known:  # the lists are there: the language code is the mistake
+      if known and language.lower() not in known:  # lists with other help packages: the language code is the mistake
         raise DataError(f"apt knows no LibreOffice help in {language!r} (no package libreoffice-help-"
                         f"{language.lower()}); it has {', '.join(sorted(known))}. Set the corpus's other language "
-                        "(config.source_language or config.target_language, beside en) to one of them.")
+                        "(config.source_language or config.target_language, beside en) to one of them"
+                        + (" (or, if apt's lists are stale, run `sudo apt-get update` first)." if os.geteuid() != 0
+                           else "."))
       if os.geteuid() != 0:
         raise DataError(
             f"apt-get cannot find {' '.join(packages)}: the apt package lists are empty or "
             f"stale. Run `sudo apt-get update` once, then try again. "
             f"{_how_to_extract_by_hand(language)}")
-      logging.info("apt-get cannot locate the packages; running `apt-get update` (as root) "
-                   "to fill the package lists, then retrying.")
-      _apt_get(["update"], debs_dir)
-      result = _apt_get(["download", *packages], debs_dir)
   except FileNotFoundError as e:
     raise DataError(f"apt-get is not available to fetch {' '.join(packages)}. "
                     f"{_how_to_extract_by_hand(language)}") from e

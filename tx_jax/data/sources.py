@@ -118,6 +118,11 @@ class LibreOfficeHelp(Reader):
     return libreoffice.aligned_dir(_cache(config), other, extracted_dir=os.path.expanduser(extracted) if extracted
                                    else None)
 
+  @staticmethod
+  def _layout(directory: str, languages) -> str:
+    return (f"{directory}/{{train,validation,test}}.{{{','.join(languages)}}}, as tx_jax aligns them (delete "
+            f"{directory} to have it rebuilt)")
+
   def pairs(self, config, split):
     src, tgt = config.source_language, config.target_language
     if "en" not in (src, tgt):
@@ -126,6 +131,7 @@ class LibreOfficeHelp(Reader):
     other = tgt if src == "en" else src
     directory = self._aligned(config, other)
     paths = text_files.split_paths(directory, split, ("en", other))
+    text_files.check_files(paths, self._layout(directory, ("en", other)))
     key = f"{self.name}_en-{other}_{text_files.fingerprint(paths)}"  # rebuilt aligned files are new records
     prepared = records_lib.open_split(records_lib.split_dir(_cache(config), key, split),
                                       lambda: _parallel_records(paths, ("en", other)))
@@ -134,7 +140,9 @@ class LibreOfficeHelp(Reader):
   def texts(self, config, split):
     lang = config.target_language
     pair = (config.get("libreoffice_pair_language") or "de") if lang == "en" else lang  # the en-X pairs read
-    path = text_files.split_paths(self._aligned(config, pair), split, (lang,))
+    directory = self._aligned(config, pair)
+    path = text_files.split_paths(directory, split, (lang,))
+    text_files.check_files(path, self._layout(directory, ("en", pair)))
     key = f"{self.name}_en-{pair}_{lang}_texts_{text_files.fingerprint(path)}"
     return _dataset(records_lib.open_split(records_lib.split_dir(_cache(config), key, split),
                                            lambda: _unique_texts(path)))
