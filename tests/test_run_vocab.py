@@ -12,7 +12,8 @@ from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.training import checkpoint, experiment, init_from, run_vocab
 
 
-def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(small_corpus_dir, vocab_dir, tmp_path):
+def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(small_corpus_dir, vocab_dir, tmp_path,
+                                                                               caplog):
   workdir, own, cache = str(tmp_path / "run"), str(tmp_path / "own_500.model"), str(tmp_path / "cache")
   config = make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=3, vocab_path=own)
   train.train_and_evaluate(config, workdir)  # trains own_500.model first
@@ -20,6 +21,8 @@ def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(s
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["vocab_path"] == "vocab.model"  # relative: the workdir may move
   assert run_vocab.same(kept, own)
+  experiment.evaluation_config(workdir, config)  # the --config names the same vocabulary elsewhere: nothing to say
+  assert "vocab_path" not in caplog.text
   os.remove(own)  # the vocabulary the run named is gone (another machine, a cleaned cache)
 
   # Evaluation, with the run's --config naming the lost file, reads the copy.
@@ -51,6 +54,7 @@ def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(s
   # A run initialised from it takes it when it starts; resumed, it keeps its own record, not the source's.
   tuned = make_tiny_config(small_corpus_dir, vocab_dir, vocab_path="", init_from=workdir)
   assert init_from.with_source(tuned).vocab_path == kept
+  assert init_from.with_source(tuned, run_workdir=str(tmp_path / "checkpoints_alone")).vocab_path == kept
   (tmp_path / "tuned").mkdir()  # a run started from it before runs kept their vocabulary computed its own
   (tmp_path / "tuned" / "config.json").write_text(json.dumps({"vocab_path": ""}))
   assert init_from.with_source(tuned, run_workdir=str(tmp_path / "tuned")).vocab_path == ""
@@ -109,3 +113,18 @@ def test_a_resumed_run_whose_named_vocabulary_is_gone_reads_its_own_copy(tmp_pat
   resumed = run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path=gone), str(tmp_path))
   assert resumed.vocab_path == str(tmp_path / "vocab.model")
   assert "is gone; the run resumes with its own copy" in caplog.text
+
+
+def test_an_old_run_resumed_with_a_vocabulary_of_another_size_than_its_source_is_still_one_error(tmp_path):
+  """Without a record of its own, the vocab_path it names is checked against the source's embeddings, as before."""
+  from tx_jax import errors
+  source, run = tmp_path / "source", tmp_path / "run"
+  config = make_tiny_config("corpus", "vocab", vocab_path="")
+  for workdir, fields in ((source, {"vocab_size": 400}), (run, {"vocab_size": 400, "init_from": str(source)})):
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps(dict(json.loads(config.to_json_best_effort()), **fields)))
+  (tmp_path / "other_500.model").write_bytes(b"500 other pieces")
+  resumed = run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path=str(tmp_path / "other_500.model"),
+                                                     init_from=str(source)), str(run))
+  with pytest.raises(errors.ConfigError, match="other_500.model.*is not the vocabulary of config.init_from"):
+    init_from.with_source(resumed, run_workdir=str(run))

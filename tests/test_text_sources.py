@@ -353,6 +353,7 @@ def test_a_language_apt_has_no_help_in_is_named_not_blamed_on_stale_lists(tmp_pa
       libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")
     assert [c[0] for c in calls] == apt_calls  # root updates its lists first: they may be what is stale
   monkeypatch.setattr(libreoffice, "help_languages_apt_knows", set)  # no lists at all: they are what is missing
+  monkeypatch.setattr(os, "geteuid", lambda: 1000)
   with pytest.raises(DataError, match="sudo apt-get update"):
     libreoffice.load_libreoffice_help(str(tmp_path / "cache"), "zh")
 

@@ -79,7 +79,7 @@ def with_source_model(config, run_workdir: str | None = None) -> ml_collections.
   changed = {k: v for k, v in taken.items() if config.get(k) != v}
   if not changed:
     return config
-  if not _has_config(run_workdir):  # a resumed run's vocabulary is its record's (run_vocab.with_recorded)
+  if not (run_workdir and run_vocab.recorded(run_workdir)):  # else its vocabulary is its record's (with_recorded)
     _check_own_vocabulary(config, source, changed)
   logging.info("The model of config.init_from=%s replaces these config fields: %s", config.init_from,
                ", ".join(f"{k}={v!r} (was {config.get(k)!r})" for k, v in changed.items()))

@@ -53,17 +53,22 @@ def copy_kept(workdir: str, out: str):
 
 def same(a: str, b: str) -> bool:
   """Whether two vocabulary paths (SentencePiece files or tokenizer directories) hold the same vocabulary."""
+  if not (isinstance(a, str) and isinstance(b, str) and a and b):
+    return False
   a, b = (os.path.realpath(os.path.expanduser(p)) for p in (a, b))
   if a == b:
     return True
-  if os.path.isfile(a) and os.path.isfile(b):
-    return filecmp.cmp(a, b, shallow=False)
-  if os.path.isdir(a) and os.path.isdir(b):
-    names = sorted(os.listdir(a))
-    if names != sorted(os.listdir(b)):
-      return False
-    _, mismatch, unreadable = filecmp.cmpfiles(a, b, names, shallow=False)
-    return not mismatch and not unreadable
+  try:
+    if os.path.isfile(a) and os.path.isfile(b):
+      return filecmp.cmp(a, b, shallow=False)
+    if os.path.isdir(a) and os.path.isdir(b):
+      names = sorted(os.listdir(a))
+      if names != sorted(os.listdir(b)):
+        return False
+      _, mismatch, unreadable = filecmp.cmpfiles(a, b, names, shallow=False)
+      return not mismatch and not unreadable
+  except OSError:  # unreadable: not known to be the same
+    return False
   return False
 
 
@@ -104,9 +109,10 @@ def with_recorded(config, workdir: str) -> ml_collections.ConfigDict:
     return config  # a run from before tx_jax kept it: computed from the config, as it was
   vocab, given = record["vocab_path"], config.get("vocab_path")
   if not os.path.exists(vocab):
+    where = ("copy it along with config.json and checkpoints/" if os.path.dirname(vocab) == os.path.abspath(
+      os.path.expanduser(workdir)) else "the run trained with it")
     raise errors.DataError(f"{vocab} is missing: {workdir}'s config.json names it as the run's vocabulary; restore "
-                           "it (copy it along with config.json and checkpoints/): the model's embeddings index its "
-                           "pieces.")
+                           f"it ({where}): the model's embeddings index its pieces.")
   if given and os.path.exists(os.path.expanduser(given)) and not same(given, vocab):
     raise errors.ConfigError(f"config.vocab_path={given!r} is not the vocabulary that the run in {workdir} trained "
                              f"with ({vocab}); leave vocab_path empty to resume it, or pass a new --workdir.")
