@@ -149,11 +149,8 @@ class Task:
     Without one, an evaluation would sum nothing: found here, before anything is compiled or trained.
     """
     records = self.records(config, split)
-    for i in range(len(records)):
-      record = records[i]
-      if record is not None and self.features(record, tokenizer=tokenizer,
-                                              max_length=config.max_eval_target_length) is not None:
-        return
+    if next(self._examples(config, tokenizer, records, range(len(records))), None) is not None:
+      return
     raise errors.DataError(
       f"The {split} split of config.dataset={config.dataset!r} has no example to evaluate: " + (
         f"each of its {len(records)} records is longer than config.max_eval_target_length="
@@ -164,14 +161,16 @@ class Task:
     """The examples (feature dicts) of `split` an evaluation scores, in order; `limit` samples training."""
     records = self.records(config, split)
     indices = range(len(records)) if limit is None else tokenizer_lib.sample_indices(len(records), limit)
-    out = []
+    return list(self._examples(config, tokenizer, records, indices))
+
+  def _examples(self, config, tokenizer, records, indices):
+    """The features of `records` at `indices` that fit config.max_eval_target_length, lazily, in order."""
     for i in indices:
       record = records[int(i)]
       example = None if record is None else self.features(record, tokenizer=tokenizer,
                                                           max_length=config.max_eval_target_length)
       if example is not None:
-        out.append(example)
-    return out
+        yield example
 
   # --- model
   def metric_sums(self, model: nnx.Module, batch: dict, *, label_smoothing: float, deterministic: bool, rng=None,
