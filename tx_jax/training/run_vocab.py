@@ -113,11 +113,11 @@ def with_recorded(config, workdir: str) -> ml_collections.ConfigDict:
       os.path.expanduser(workdir)) else "the run trained with it")
     raise errors.DataError(f"{vocab} is missing: {workdir}'s config.json names it as the run's vocabulary; restore "
                            f"it ({where}): the model's embeddings index its pieces.")
-  if given and os.path.exists(os.path.expanduser(given)) and not same(given, vocab):
-    raise errors.ConfigError(f"config.vocab_path={given!r} is not the vocabulary that the run in {workdir} trained "
-                             f"with ({vocab}); leave vocab_path empty to resume it, or pass a new --workdir.")
   if given and not os.path.exists(os.path.expanduser(given)):
     logging.warning("config.vocab_path=%s is gone; the run resumes with its own copy %s.", given, vocab)
+  elif given and not same(given, vocab):
+    raise errors.ConfigError(f"config.vocab_path={given!r} is not the vocabulary that the run in {workdir} trained "
+                             f"with ({vocab}); leave vocab_path empty to resume it, or pass a new --workdir.")
   adopted = ml_collections.ConfigDict(config.to_dict())
   with adopted.unlocked():
     adopted.update(record)
