@@ -84,6 +84,17 @@ def test_a_resumed_run_takes_its_recorded_special_ids_with_its_vocabulary(tmp_pa
     str(tmp_path / "tokenizer"), 58100, 0, 58100)
 
 
+def test_a_resumed_run_given_another_special_id_than_it_recorded_is_one_error(tmp_path):
+  """An explicit --config.pad_id away from the record is named; the default cannot be told from none and gives way."""
+  (tmp_path / "vocab.model").write_bytes(b"pieces")
+  (tmp_path / "config.json").write_text(json.dumps({"vocab_path": "vocab.model", "pad_id": 3}))
+  with pytest.raises(errors.ConfigError, match="config.pad_id=5 is not the id the run in .* trained with \\(3"):
+    run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path="", pad_id=5), str(tmp_path))
+  for given in (0, 3):  # tx_jax's default, or the recorded id itself
+    resumed = run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path="", pad_id=given), str(tmp_path))
+    assert resumed.pad_id == 3
+
+
 def test_a_run_resumed_after_init_from_a_source_without_a_record_keeps_its_own(tmp_path):
   """The source (from before runs kept theirs) changed vocab_size; the run computed and kept its own vocabulary."""
   source, run = tmp_path / "source", tmp_path / "run"
