@@ -19,7 +19,7 @@ import jax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import bert_cls_default  # noqa: E402
-from tx_jax import import_hf, train  # noqa: E402
+from tx_jax import export_hf, import_hf, parallel, train  # noqa: E402
 from tx_jax.data import rotten_tomatoes  # noqa: E402
 from tx_jax.training import experiment, run_vocab  # noqa: E402
 
@@ -83,6 +83,23 @@ def test_fine_tuning_an_imported_bert_classifier_takes_its_model_and_trains(data
   assert max(losses[3:]) < losses[0], losses  # the loss falls: the second half's windows all below the first
   taken = [r.getMessage() for r in caplog.records if "replaces these config fields" in r.getMessage()]
   assert len(taken) == 1 and "emb_dim=32 (was 256)" in taken[0] and "dropout_rate" not in taken[0]
+
+  # The fine-tuned run exports as a Hugging Face classifier with the tokenizer it kept; transformers scores as tx_jax.
+  out = str(tmp_path / "exported")
+  assert export_hf.export_workdir(tuned, out) == "BertForSequenceClassification"
+  text = splits["validation"][0][0]
+  exported_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(out, "tokenizer.json"))
+  assert exported_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text).ids
+  ids = np.asarray([[tok.token_to_id("[CLS]")] + tok.encode(text).ids[:30] + [tok.token_to_id("[SEP]")]])
+  graphdef, params, _ = experiment.restore_model(tuned, run, parallel.make_mesh((-1, 1, 1)))
+  ours = np.asarray(nnx.merge(graphdef, params).classify(jax.numpy.asarray(ids)))
+  exported = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+  with torch.no_grad():
+    theirs = exported(torch.tensor(ids)).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+  original = transformers.BertForSequenceClassification.from_pretrained(hf_dir).eval()
+  with torch.no_grad():
+    assert not np.allclose(original(torch.tensor(ids)).logits.numpy(), theirs, atol=1e-3)  # the fine-tuned weights
 
 
 def test_a_config_the_source_model_cannot_run_is_one_error_naming_init_from(tmp_path):
