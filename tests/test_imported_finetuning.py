@@ -7,6 +7,7 @@ the real classification task by configs/bert_cls_default.py, whose own model fie
 
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -86,6 +87,7 @@ def test_fine_tuning_an_imported_bert_classifier_takes_its_model_and_trains(data
 
   # The fine-tuned run exports as a Hugging Face classifier with the tokenizer it kept; transformers scores as tx_jax.
   out = str(tmp_path / "exported")
+  shutil.rmtree(imported)  # what is exported comes from the run's own workdir, its kept tokenizer included
   assert export_hf.export_workdir(tuned, out) == "BertForSequenceClassification"
   text = splits["validation"][0][0]
   exported_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(out, "tokenizer.json"))

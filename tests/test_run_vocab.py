@@ -88,11 +88,28 @@ def test_a_resumed_run_given_another_special_id_than_it_recorded_is_one_error(tm
   """An explicit --config.pad_id away from the record is named; the default cannot be told from none and gives way."""
   (tmp_path / "vocab.model").write_bytes(b"pieces")
   (tmp_path / "config.json").write_text(json.dumps({"vocab_path": "vocab.model", "pad_id": 3}))
-  with pytest.raises(errors.ConfigError, match="config.pad_id=5 is not the id the run in .* trained with \\(3"):
+  with pytest.raises(errors.ConfigError, match="config.pad_id=5 is not the id of the vocabulary the run in .* "
+                     "trained with \\(3\\); leave pad_id at its default to resume it"):
     run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path="", pad_id=5), str(tmp_path))
   for given in (0, 3):  # tx_jax's default, or the recorded id itself
     resumed = run_vocab.with_recorded(make_tiny_config("corpus", "vocab", vocab_path="", pad_id=given), str(tmp_path))
     assert resumed.pad_id == 3
+
+
+def test_a_run_started_from_a_source_with_another_special_id_than_it_sets_is_one_error(tmp_path):
+  """As on resuming: the source's ids come with its vocabulary, so an explicit other pad_id is named, not dropped."""
+  source = tmp_path / "source"
+  source.mkdir()
+  (source / "vocab.model").write_bytes(b"pieces")
+  fields = dict(json.loads(make_tiny_config("corpus", "vocab").to_json_best_effort()), vocab_path="vocab.model",
+                pad_id=3)
+  (source / "config.json").write_text(json.dumps(fields))
+  with pytest.raises(errors.ConfigError, match="config.pad_id=5 is not the id of config.init_from=.*source's "
+                     "vocabulary \\(3\\)"):
+    init_from.with_source_vocabulary(make_tiny_config("corpus", "vocab", vocab_path="", init_from=str(source),
+                                                      pad_id=5))
+  adopted = init_from.with_source_vocabulary(make_tiny_config("corpus", "vocab", vocab_path="", init_from=str(source)))
+  assert (adopted.vocab_path, adopted.pad_id) == (str(source / "vocab.model"), 3)
 
 
 def test_a_run_resumed_after_init_from_a_source_without_a_record_keeps_its_own(tmp_path):

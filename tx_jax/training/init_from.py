@@ -107,8 +107,8 @@ def with_source_vocabulary(config) -> ml_collections.ConfigDict:
   The source's embeddings index that vocabulary's pieces: an imported model's tokenizer, or the
   SentencePiece model a tx_jax run kept (tx_jax.training.run_vocab), of a run of the same model
   family. Its special ids (bos_id, eos_id, pad_id) come along, and the run's config.json records
-  them for every tool. A source from before runs kept their vocabulary records none: the run
-  computes its own, as it did.
+  them for every tool; a config setting one away from its default to another is one ConfigError.
+  A source from before runs kept their vocabulary records none: the run computes its own, as it did.
   """
   if not config.get("init_from") or config.get("vocab_path") or not _has_config(config.init_from):
     return config
@@ -117,6 +117,8 @@ def with_source_vocabulary(config) -> ml_collections.ConfigDict:
   imported = hf_tokenizers.is_tokenizer_dir(vocab)
   if not vocab or not (imported or tasks.get(source).family == tasks.get(config).family):
     return config
+  run_vocab.check_special_ids(config, source, f"config.init_from={config.init_from}'s vocabulary",
+                              "to take the source's, or name the vocabulary to train with as vocab_path.")
   adopted = ml_collections.ConfigDict(config.to_dict())
   with adopted.unlocked():
     adopted.vocab_path = vocab

@@ -98,25 +98,26 @@ def recorded(workdir: str) -> dict:
           **{k: run[k] for k in SPECIAL_IDS if run.get(k) is not None}}
 
 
-def _check_special_ids(config, record: dict, workdir: str):
-  """ConfigError when `config` sets a special id, away from its default, other than the one the run recorded.
+def check_special_ids(config, ids: dict, whose: str, remedy: str):
+  """ConfigError when `config` sets a special id of `ids` (a vocabulary's) away from tx_jax's default to another.
 
-  A value equal to tx_jax's default cannot be told from a config that leaves it alone: the record wins.
+  `whose` names the vocabulary in the message ("the vocabulary the run in W trained with"), `remedy` ends it. A
+  value equal to the default cannot be told from a config that leaves it alone: `ids` win.
   """
   default_ids = {k: v for k, v in defaults.get_config().items() if k in SPECIAL_IDS}
   for name in SPECIAL_IDS:
     mine = config.get(name)
-    if name in record and mine is not None and mine != record[name] and mine != default_ids.get(name):
-      raise errors.ConfigError(f"config.{name}={mine} is not the id the run in {workdir} trained with "
-                               f"({record[name]}, with its vocabulary); leave {name} unset to resume it, or pass a "
-                               "new --workdir.")
+    if ids.get(name) is not None and mine is not None and mine != ids[name] and mine != default_ids.get(name):
+      raise errors.ConfigError(f"config.{name}={mine} is not the id of {whose} ({ids[name]}); leave {name} at its "
+                               f"default {remedy}")
 
 
 def with_recorded(config, workdir: str) -> ml_collections.ConfigDict:
   """`config` reading the vocabulary, and its special ids, that the run it resumes in WORKDIR recorded.
 
   A config.vocab_path naming another vocabulary is one ConfigError: the run's embeddings index
-  the recorded one's pieces; so is a special id set away from its default to another than the recorded. One that no longer exists (a cleaned cache) gives way to the record.
+  the recorded one's pieces. One that no longer exists (a cleaned cache) gives way to the record.
+  A special id set away from its default to another than the recorded is one ConfigError too.
   """
   record = recorded(workdir)
   if not record:
@@ -132,7 +133,8 @@ def with_recorded(config, workdir: str) -> ml_collections.ConfigDict:
   elif given and not same(given, vocab):
     raise errors.ConfigError(f"config.vocab_path={given!r} is not the vocabulary that the run in {workdir} trained "
                              f"with ({vocab}); leave vocab_path empty to resume it, or pass a new --workdir.")
-  _check_special_ids(config, record, workdir)
+  check_special_ids(config, record, f"the vocabulary the run in {workdir} trained with",
+                    "to resume it, or pass a new --workdir.")
   adopted = ml_collections.ConfigDict(config.to_dict())
   with adopted.unlocked():
     adopted.update(record)
