@@ -22,7 +22,7 @@ def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(s
     assert json.load(f)["vocab_path"] == "vocab.model"  # relative: the workdir may move
   assert run_vocab.same(kept, own)
   experiment.evaluation_config(workdir, config)  # the --config names the same vocabulary elsewhere: nothing to say
-  assert "vocab_path" not in caplog.text
+  assert "vocab_path" not in caplog.text and "Evaluating with the run's own" not in caplog.text  # nor of () and []
   os.remove(own)  # the vocabulary the run named is gone (another machine, a cleaned cache)
 
   # Evaluation, with the run's --config naming the lost file, reads the copy.
