@@ -124,11 +124,6 @@ EVALUATION_FIELDS = ("beam_size", "length_penalty_alpha", "eval_batch_size", "ma
                      "num_predict_sentences", "data_workers", "data_cache_dir")
 
 
-def _as_recorded(value):
-  """`value` as config.json holds it: tuples become lists, so a --config's () is the run's []."""
-  return json.loads(json.dumps(value)) if isinstance(value, tuple) else value
-
-
 def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections.ConfigDict:
   """The config to evaluate WORKDIR's run with: its config.json, changed only where it is safe.
 
@@ -139,17 +134,18 @@ def evaluation_config(workdir: str, given=None, overridden=()) -> ml_collections
   config = workdir_config(workdir)
   if given is None:
     return config
+  as_recorded = json.loads(given.to_json_best_effort())  # as config.json holds it: a --config's () is the run's []
   ignored = []
   for key, value in given.items():
     if key in overridden or key in EVALUATION_FIELDS:
-      if _as_recorded(config.get(key)) != _as_recorded(value):
+      if config.get(key) != as_recorded[key]:
         logging.info("Evaluating with config.%s=%r (the run trained with %r).", key, value, config.get(key))
       try:
         config[key] = value
       except TypeError:  # config.json fixed the type of a field that takes two (token_capacity: "auto" or a number)
         del config[key]
         config[key] = value
-    elif (key in config and _as_recorded(config[key]) != _as_recorded(value)
+    elif (key in config and config[key] != as_recorded[key]
           and not isinstance(value, ml_collections.ConfigDict)
           # the run recorded the vocabulary it read, where the --config may name none or the same file elsewhere
           and not (key == "vocab_path" and (not value or run_vocab.same(value, config[key])))):
