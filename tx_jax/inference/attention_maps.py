@@ -100,7 +100,7 @@ def attention_weights(graphdef, params, config, processor, text: str, target: st
   as_batch = lambda x: jnp.asarray([x], jnp.int32)  # [1, len]
   if family == "encoder_decoder":
     bos, eos = processor.bos_id, processor.eos_id
-    source = ids + [eos]
+    source = task.input_tokens(ids, processor)  # text + </s>
     target_ids = (greedy_target(graphdef, params, config, source, bos, eos) if target is None
                   else processor.encode_target(target))
     decoder_inputs = [bos] + target_ids
@@ -109,7 +109,7 @@ def attention_weights(graphdef, params, config, processor, text: str, target: st
     src, dec_in, out = (pieces(processor, x) for x in (source, decoder_inputs, predicted))
     labels = {"encoder_self": (src, src), "decoder_self": (out, dec_in), "cross": (out, src)}
   else:
-    tokens = task.attention_tokens(ids, processor)  # <s> + text (decoder), text + </s> (encoder; [CLS] first to classify)
+    tokens = task.input_tokens(ids, processor)  # <s> + text (decoder), text + </s> (encoder; [CLS] first to classify)
     weights = _sown_weights(graphdef, params, as_batch(tokens), family=family)
     labels = {"self": (pieces(processor, tokens),) * 2}
   return {kind: AttentionMap(np.asarray(weights[kind], np.float32), *labels[kind]) for kind in KINDS[family]}

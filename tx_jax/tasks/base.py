@@ -190,8 +190,8 @@ class Task:
     """Multiply-adds of one forward pass over `batch` (numpy arrays), matmuls only (tx_jax.training.perf)."""
     raise NotImplementedError
 
-  def attention_tokens(self, ids: list, tokenizer) -> list:
-    """The token ids a single-stack model reads for text `ids` in the attention tools."""
+  def input_tokens(self, ids: list, tokenizer) -> list:
+    """The token ids the model (an encoder-decoder's encoder) reads for a text's `ids`: the specials around them."""
     return ids
 
   # --- evaluation

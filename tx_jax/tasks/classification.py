@@ -42,7 +42,7 @@ class Classification(base.Task):
 
   def features(self, record, *, tokenizer, max_length):
     ids = tokenizer.encode(record["text"])[:max_length - 2]  # cut, never dropped: a label needs its text
-    return {"inputs": np.asarray([tokenizer.bos_id] + ids + [tokenizer.eos_id], np.int32),  # [CLS] ... [SEP]
+    return {"inputs": np.asarray(self.input_tokens(ids, tokenizer), np.int32),  # [CLS] ... [SEP]
             "labels": np.int32(record["label"])}
 
   def rows(self, config, length, *, train, bos_id=tokenizer_lib.BOS_ID):
@@ -77,7 +77,7 @@ class Classification(base.Task):
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_encoder_layers, head=False)
 
-  def attention_tokens(self, ids, tokenizer):
+  def input_tokens(self, ids, tokenizer):
     return [tokenizer.bos_id] + ids + [tokenizer.eos_id]
 
   def baselines(self, config, tokenizer, split, results):

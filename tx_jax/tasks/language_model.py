@@ -39,7 +39,7 @@ class LanguageModel(base.Task):
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_decoder_layers, head=True)
 
-  def attention_tokens(self, ids, tokenizer):
+  def input_tokens(self, ids, tokenizer):
     return [tokenizer.bos_id] + ids
 
   def baselines(self, config, tokenizer, split, results):

@@ -49,7 +49,7 @@ class MaskedLM(language_model.LanguageModel):
   def forward_flops(self, cfg, batch):
     return translation.sequence_flops(cfg, batch, cfg.num_encoder_layers, head=True)
 
-  def attention_tokens(self, ids, tokenizer):
+  def input_tokens(self, ids, tokenizer):
     return ids + [tokenizer.eos_id]
 
   def baselines(self, config, tokenizer, split, results):

@@ -67,6 +67,9 @@ class Translation(base.Task):
     return token_layout.where_it_fits(token_capacity, self.padding_segments(batch), lambda layouts: self._sums(
       model, batch, label_smoothing, deterministic, rng, layouts))
 
+  def input_tokens(self, ids, tokenizer):
+    return ids + [tokenizer.eos_id]  # as encode_text makes the source
+
   def padding_segments(self, batch):
     """The sources' and the targets' segment ids."""
     return {"inputs": batch["inputs_segment_ids"], "targets": batch["targets_segment_ids"]}
