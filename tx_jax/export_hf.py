@@ -1,16 +1,17 @@
 """Export a tx_jax workdir as a Hugging Face model: python -m tx_jax.export_hf --workdir=W --out=DIR
 
 Writes DIR/config.json and DIR/model.safetensors (transformers loads them with from_pretrained)
-and copies W/tokenizer/ beside them. A model whose switches have no Hugging Face counterpart
-stops with an error naming the switch.
+and the run's tokenizer beside them: an imported model's W/tokenizer/ as it came, tx_jax's own
+SentencePiece vocabulary as a tokenizer.json that adds the specials the model reads. A model whose
+switches have no Hugging Face counterpart stops with an error naming the switch.
 """
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from tx_jax import command_line, logging_utils
-from tx_jax.interop import export
+from tx_jax import command_line, logging_utils, tasks
+from tx_jax.interop import export, hf_tokenizer
 from tx_jax.interop import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
@@ -31,8 +32,16 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None, use_ema:
   Returns the architecture written.
   """
   config, params = workdir_lib.read_workdir(workdir, step, use_ema)
-  architecture = export.export_dir(config, params, out_dir)
-  workdir_lib.copy_tokenizer(os.path.join(workdir, "tokenizer"), out_dir)
+  vocabulary = workdir_lib.vocabulary_path(workdir, config)
+  sentencepiece = os.path.isfile(vocabulary)  # tx_jax's own: the HF config names its tokenizer's special ids
+  architecture = export.export_dir({**hf_tokenizer.SPECIAL_IDS, **config} if sentencepiece else config, params, out_dir)
+  if os.path.isdir(vocabulary):  # an imported model's tokenizer files
+    workdir_lib.copy_tokenizer(vocabulary, out_dir)
+  elif sentencepiece:
+    hf_tokenizer.write(vocabulary, out_dir, tasks.get(config), max_length=config.get("max_len", 512))
+  else:
+    logging.warning("Exported %s without a tokenizer: %s", workdir,
+                    f"its vocabulary {vocabulary} is missing." if vocabulary else "it was imported without one.")
   return architecture
 
 

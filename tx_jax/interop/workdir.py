@@ -13,8 +13,8 @@ import shutil
 import ml_collections
 from flax import nnx
 
-from tx_jax import errors, parallel
-from tx_jax.training import checkpoint, experiment
+from tx_jax import errors, parallel, tasks
+from tx_jax.training import checkpoint, experiment, run_vocab
 
 IMPORT_STEP = 0
 # Tokenizer files copied to W/tokenizer/ when the HF directory has them.
@@ -62,3 +62,14 @@ def copy_tokenizer(src_dir: str, dst_dir: str) -> list:
   for name in names:
     shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
   return names
+
+
+def vocabulary_path(workdir: str, config: dict) -> str:
+  """The vocabulary WORKDIR's run reads: the one its config.json records (its copy there), else its config's.
+
+  Empty for a model imported without tokenizer files.
+  """
+  recorded = run_vocab.recorded(workdir).get("vocab_path")
+  if recorded or config.get("hf_architecture"):
+    return recorded or ""
+  return tasks.get(config).vocab_path(ml_collections.ConfigDict(config))  # a run from before the record
