@@ -112,6 +112,17 @@ def test_a_run_started_from_a_source_with_another_special_id_than_it_sets_is_one
   assert (adopted.vocab_path, adopted.pad_id) == (str(source / "vocab.model"), 3)
 
 
+def test_an_import_given_another_special_id_than_the_model_has_is_one_error():
+  """import_hf --config with pad_id=5 for a GPT-2 that pads with its EOS 50 is named, not overwritten in silence."""
+  from tx_jax import import_hf
+  hf = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 64, "n_positions": 64,
+        "n_embd": 32, "n_head": 4, "n_layer": 2, "bos_token_id": 50, "eos_token_id": 50}
+  with pytest.raises(errors.ConfigError, match="config.pad_id=5 is not the id of the imported model's tokenizer "
+                     "\\(50\\)"):
+    import_hf.workdir_config(hf, make_tiny_config("corpus", "vocab", pad_id=5))
+  assert import_hf.workdir_config(hf, make_tiny_config("corpus", "vocab"))["pad_id"] == 50  # the default gives way
+
+
 def test_a_run_resumed_after_init_from_a_source_without_a_record_keeps_its_own(tmp_path):
   """The source (from before runs kept theirs) changed vocab_size; the run computed and kept its own vocabulary."""
   source, run = tmp_path / "source", tmp_path / "run"

@@ -16,6 +16,7 @@ from tx_jax import command_line, defaults, errors, logging_utils
 from tx_jax.data import hf_tokenizers
 from tx_jax.interop import hf_config, hf_weights
 from tx_jax.interop import workdir as workdir_lib
+from tx_jax.training import run_vocab
 
 FLAGS = flags.FLAGS
 
@@ -46,7 +47,10 @@ def workdir_config(hf: dict, base_config=None, architecture=None) -> dict:
   """The flat config of an imported model: `base_config` (else every default) with the HF model's fields."""
   base = defaults.get_config() if base_config is None else base_config
   config = dict(base.to_dict() if hasattr(base, "to_dict") else base)
-  config.update(hf_config.from_hf(hf, architecture))
+  imported = hf_config.from_hf(hf, architecture)
+  run_vocab.check_special_ids(config, imported, "the imported model's tokenizer",
+                              "to take the model's (its config.json names them).")
+  config.update(imported)
   for field in LENGTH_FIELDS:
     if field in config:
       config[field] = min(config[field], config["max_len"])
