@@ -16,8 +16,13 @@ from tx_jax.data import tokenizer as tokenizer_lib  # noqa: E402
 from tx_jax.interop import hf_tokenizer  # noqa: E402
 
 # Texts SentencePiece normalises: spaces at the ends and in runs, a tab, a no-break space, compatibility
-# characters (NFKC), characters the vocabulary has never seen, and nothing at all.
-EDGES = ["", " ", "  Öffnen   Sie  ", "\tTabelle\tund Zelle", "x\u00a0y", "ﬁ Ⅻ ①", "日本語 😀 text", "a  b"]
+# characters (NFKC, fullwidth forms of the special pieces among them), characters the vocabulary has never
+# seen, a next-line character at the ends (not a space to strip), and nothing at all.
+EDGES = ["", " ", "  Öffnen   Sie  ", "\tTabelle\tund Zelle", "x\u00a0y", "ﬁ Ⅻ ①", "日本語 😀 text", "a  b",
+         "＜s＞ ＜/s＞ ＜unk＞ ＜pad＞", "x\x85", "\x85y"]
+# What each task's model reads around a text's ids (tx_jax.tasks: features and the tools)
+AROUND = {"translation": ([], [tokenizer_lib.EOS_ID]), "lm": ([tokenizer_lib.BOS_ID], []),
+          "mlm": ([], [tokenizer_lib.EOS_ID]), "classification": ([tokenizer_lib.BOS_ID], [tokenizer_lib.EOS_ID])}
 
 
 def _real_lines(libreoffice_pairs, n=400):
@@ -36,12 +41,14 @@ def test_exported_tokenizer_encodes_and_decodes_as_sentencepiece(task_name, with
   sp = tokenizer_lib.Tokenizer(str(vocab))
   task = tasks.get(task_name)
   out = tmp_path_factory.mktemp(task_name)
-  assert hf_tokenizer.write(str(vocab), str(out), task, max_length=128) == ["tokenizer.json", "tokenizer_config.json"]
+  built = hf_tokenizer.for_task(str(vocab), task, max_length=128)
+  assert hf_tokenizer.save(*built, str(out)) == ["tokenizer.json", "tokenizer_config.json"]
   fast = Tokenizer.from_file(str(out / "tokenizer.json"))
+  before, after = AROUND[task_name]
   unknown = 0
   for text in _real_lines(libreoffice_pairs):
     ids = sp.encode(text)
-    assert fast.encode(text).ids == task.input_tokens(ids, sp), text
+    assert fast.encode(text).ids == before + ids + after, text
     assert fast.encode(text, add_special_tokens=False).ids == ids, text
     if sp.unk_id() in ids:  # SentencePiece writes " ⁇ " for it, a Hugging Face tokenizer <unk>
       unknown += 1
@@ -54,6 +61,38 @@ def test_exported_tokenizer_encodes_and_decodes_as_sentencepiece(task_name, with
   assert settings.get("mask_token") == ("[MASK]" if with_mask else None)
   if with_mask:  # a fill-mask text's [MASK] is the one token the model was trained to fill
     assert tokenizer_lib.MASK_ID in fast.encode("ein [MASK] Text", add_special_tokens=False).ids
+
+
+def test_a_byte_fallback_vocabulary_decodes_its_bytes_back(libreoffice_pairs, tmp_path):
+  """A SentencePiece model a run names that spells unseen characters in bytes: the same ids, the same text back."""
+  import sentencepiece as spm
+  texts = [en for en, _ in libreoffice_pairs["train"][:2000]]
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(tmp_path / "bytes"), vocab_size=600,
+                                 byte_fallback=True, pad_id=tokenizer_lib.PAD_ID, eos_id=tokenizer_lib.EOS_ID,
+                                 unk_id=tokenizer_lib.UNK_ID, bos_id=tokenizer_lib.BOS_ID, minloglevel=2)
+  sp = tokenizer_lib.Tokenizer(str(tmp_path / "bytes.model"))
+  fast, _ = hf_tokenizer.for_task(sp.path, tasks.get("mlm"), max_length=64)
+  for text in ["Öffnen Sie 日本語 😀", " x\u00a0y ", "Click OK."]:
+    ids = sp.encode(text)
+    assert fast.encode(text, add_special_tokens=False).ids == ids, text
+    assert fast.decode(ids) == sp.detokenize(ids), text
+  assert any(sp.id_to_piece(i).startswith("<0x") for i in sp.encode("日本語"))  # bytes were spelled
+
+
+def test_the_special_ids_exported_are_the_tokenizer_s_and_come_back_on_import(small_corpus_dir, vocab_dir):
+  """GPT-2 and Llama configs of runs on tx_jax's vocabulary name its ids; a re-import keeps padding at 0."""
+  from tx_jax.interop import hf_config
+  gpt2 = dict(task="lm", source_language="", num_encoder_layers=0, positions="learned", activation="gelu",
+              scale_embeddings=False)
+  runs = {"GPT2LMHeadModel": gpt2, "LlamaForCausalLM": dict(gpt2, positions="rope", norm="rmsnorm",
+                                                            activation="swiglu", use_bias=False)}
+  for architecture, fields in runs.items():
+    config = json.loads(make_tiny_config(small_corpus_dir, vocab_dir, **fields).to_json_best_effort())
+    hf = hf_config.to_hf({**hf_tokenizer.SPECIAL_IDS, **config})
+    assert hf["architectures"] == [architecture]
+    assert (hf["bos_token_id"], hf["eos_token_id"], hf["pad_token_id"]) == (3, 1, 0), architecture
+    back = hf_config.from_hf(hf)
+    assert (back["bos_id"], back["eos_id"], back["pad_id"]) == (3, 1, 0), architecture
 
 
 def test_exported_translator_tokenizes_and_translates_in_transformers(small_corpus_dir, vocab_dir, tmp_path):
@@ -103,3 +142,39 @@ def _validation_pairs(corpus_dir):
   """(German, English) lines of the text_files corpus's validation split."""
   with open(os.path.join(corpus_dir, "validation.de")) as de, open(os.path.join(corpus_dir, "validation.en")) as en:
     return [(a.rstrip("\n"), b.rstrip("\n")) for a, b in zip(de, en)]
+
+
+def test_every_kind_of_workdir_exports_with_the_tokenizer_it_has(small_corpus_dir, vocab_dir, tmp_path, caplog):
+  """A run with its SentencePiece copy, an imported model's kept files of any kind, and a run from before the
+  record whose corpus is gone (weights exported, tokenizer left out with a warning)."""
+  import shutil
+  from tx_jax import export_hf, train
+  from tx_jax.interop import hf_config
+  marian = {k: v for k, v in hf_config.FIXED["marian"].items() if k not in ("model_family", "has_final_norm")}
+  run = str(tmp_path / "run")
+  train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=2, eval_every_steps=2,
+                                            num_predict_sentences=0, activation="relu", norm_epsilon=1e-5, **marian),
+                           run)
+
+  def variant(name, **fields):
+    path = str(tmp_path / name)
+    shutil.copytree(run, path)
+    with open(os.path.join(path, "config.json")) as f:
+      config = json.load(f)
+    with open(os.path.join(path, "config.json"), "w") as f:
+      json.dump(dict(config, **fields), f)
+    os.remove(os.path.join(path, "vocab.model"))
+    return path
+
+  def exported(workdir):
+    out = str(tmp_path / ("hf_" + os.path.basename(workdir)))
+    assert export_hf.export_workdir(workdir, out) == "MarianMTModel"
+    return sorted(f for f in os.listdir(out) if f not in ("config.json", "model.safetensors"))
+
+  assert exported(run) == ["tokenizer.json", "tokenizer_config.json"]
+  imported = variant("imported", vocab_path="", hf_architecture="MarianMTModel")
+  os.makedirs(os.path.join(imported, "tokenizer"))
+  open(os.path.join(imported, "tokenizer", "vocab.txt"), "w").write("[PAD]\n[UNK]\n")  # a slow tokenizer's file only
+  assert exported(imported) == ["vocab.txt"]
+  old = variant("old", vocab_path="", data_dir=str(tmp_path / "moved_corpus"))
+  assert exported(old) == [] and "without a tokenizer: its vocabulary cannot be found" in caplog.text

@@ -10,9 +10,10 @@ import os
 
 from absl import app, flags, logging
 
-from tx_jax import command_line, logging_utils, tasks
+from tx_jax import command_line, errors, logging_utils, tasks
 from tx_jax.interop import export, hf_tokenizer
 from tx_jax.interop import workdir as workdir_lib
+from tx_jax.training import run_vocab
 
 FLAGS = flags.FLAGS
 
@@ -32,16 +33,22 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None, use_ema:
   Returns the architecture written.
   """
   config, params = workdir_lib.read_workdir(workdir, step, use_ema)
-  vocabulary = workdir_lib.vocabulary_path(workdir, config)
-  sentencepiece = os.path.isfile(vocabulary)  # tx_jax's own: the HF config names its tokenizer's special ids
-  architecture = export.export_dir({**hf_tokenizer.SPECIAL_IDS, **config} if sentencepiece else config, params, out_dir)
-  if os.path.isdir(vocabulary):  # an imported model's tokenizer files
-    workdir_lib.copy_tokenizer(vocabulary, out_dir)
-  elif sentencepiece:
-    hf_tokenizer.write(vocabulary, out_dir, tasks.get(config), max_length=config.get("max_len", 512))
+  kept = os.path.join(workdir, run_vocab.TOKENIZER_DIR_NAME)  # an imported model's files, whatever they are
+  try:
+    vocabulary = kept if os.path.isdir(kept) else workdir_lib.vocabulary_path(workdir, config)
+  except errors.UserError as e:  # a run from before the record, its vocabulary named by a corpus that is gone
+    vocabulary, missing = "", f"its vocabulary cannot be found ({e})"
   else:
-    logging.warning("Exported %s without a tokenizer: %s", workdir,
-                    f"its vocabulary {vocabulary} is missing." if vocabulary else "it was imported without one.")
+    missing = f"its vocabulary {vocabulary} is missing." if vocabulary else "it was imported without one."
+  own = None
+  if os.path.isfile(vocabulary):  # tx_jax's SentencePiece model: the HF config names its tokenizer's special ids
+    own = hf_tokenizer.for_task(vocabulary, tasks.get(config), max_length=config.get("max_len", 512))
+    config = {**hf_tokenizer.SPECIAL_IDS, **config}
+  architecture = export.export_dir(config, params, out_dir)
+  if own:
+    hf_tokenizer.save(*own, out_dir)
+  elif not (os.path.isdir(vocabulary) and workdir_lib.copy_tokenizer(vocabulary, out_dir)):
+    logging.warning("Exported %s without a tokenizer: %s", workdir, missing)
   return architecture
 
 

@@ -252,7 +252,7 @@ def to_hf(config) -> dict:
               n_inner=cfg.mlp_dim, n_layer=cfg.num_decoder_layers, layer_norm_epsilon=cfg.norm_epsilon,
               activation_function=back[cfg.activation], resid_pdrop=cfg.dropout_rate, embd_pdrop=cfg.dropout_rate,
               attn_pdrop=cfg.attention_dropout_rate, tie_word_embeddings=cfg.tie_output_embedding,
-              bos_token_id=get("bos_id"), eos_token_id=get("eos_id"))
+              bos_token_id=get("bos_id"), eos_token_id=get("eos_id"), pad_token_id=get("pad_id"))
   elif kind == "llama":
     hf.update(vocab_size=cfg.vocab_size, max_position_embeddings=cfg.max_len, hidden_size=cfg.emb_dim,
               num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.kv_heads, head_dim=cfg.qkv_head_dim,

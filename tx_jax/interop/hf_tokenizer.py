@@ -2,9 +2,10 @@
 
 Built by hand from `tokenizers`' parts: its own SentencePieceUnigramTokenizer.from_spm needs a
 protobuf module on sys.path, and transformers' converters need a slow tokenizer class per model.
-The ids are SentencePiece's on every text but one that spells a special piece ("</s>"), which a
-Hugging Face tokenizer reads as that special token, as all of them do; an unknown character
-decodes as <unk> (dropped with skip_special_tokens), where SentencePiece writes " ⁇ ".
+The ids are SentencePiece's on every text but one that spells a special piece ("</s>", "[MASK]"),
+which a Hugging Face tokenizer reads as that special token, as all of them do (the text after it
+then starts a word); an unknown character decodes as <unk> (dropped with skip_special_tokens),
+where SentencePiece writes " ⁇ ".
 """
 
 import json
@@ -19,7 +20,8 @@ from tx_jax.data import tokenizer as tokenizer_lib
 # the special ids of every SentencePiece model tx_jax reads (tokenizer_lib.load checks them)
 SPECIAL_IDS = {"bos_id": tokenizer_lib.BOS_ID, "eos_id": tokenizer_lib.EOS_ID, "pad_id": tokenizer_lib.PAD_ID}
 UNIGRAM = 1  # sentencepiece_model_pb2.TrainerSpec.ModelType: the kind tx_jax trains
-SPECIAL_TYPES = (2, 3, 4)  # ModelProto.SentencePiece.Type: UNKNOWN, CONTROL, USER_DEFINED ([MASK])
+UNKNOWN, CONTROL, USER_DEFINED = 2, 3, 4  # ModelProto.SentencePiece.Type (USER_DEFINED: [MASK])
+NEVER = -1e9  # the score of a piece no text is split into
 # tokenizer_config.json's names of the tokenizer's special ids
 TOKEN_NAMES = {"bos_id": "bos_token", "eos_id": "eos_token", "pad_id": "pad_token", "unk_id": "unk_token"}
 
@@ -31,18 +33,23 @@ def fast_tokenizer(model_proto: bytes, before: list, after: list) -> Tokenizer:
   if model.trainer_spec.model_type != UNIGRAM:
     raise errors.ConfigError("the SentencePiece model is not a unigram model (tx_jax trains unigram ones); "
                              "export_hf converts only those to a Hugging Face tokenizer.")
-  spec = model.normalizer_spec
-  tokenizer = Tokenizer(models.Unigram([(p.piece, p.score) for p in model.pieces], model.trainer_spec.unk_id,
-                                       model.trainer_spec.byte_fallback))
+  spec, fallback = model.normalizer_spec, model.trainer_spec.byte_fallback
+  # SentencePiece never matches a control or unknown piece in text (NFKC makes "＜s＞" "<s>"): nor does this.
+  vocab = [(p.piece, NEVER if p.type in (UNKNOWN, CONTROL) else p.score) for p in model.pieces]
+  tokenizer = Tokenizer(models.Unigram(vocab, model.trainer_spec.unk_id, fallback))
   steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
-  if spec.remove_extra_whitespaces:  # SentencePiece strips both ends and folds runs of spaces
-    steps += [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
+  if spec.remove_extra_whitespaces:  # SentencePiece strips spaces (only) at both ends and folds runs of them
+    steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
   tokenizer.normalizer = normalizers.Sequence(steps)
   scheme = "always" if spec.add_dummy_prefix else "never"
   tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
-  tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+  if fallback:  # <0xE6><0x97>... pieces back to their character, then the dummy prefix's space off
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", int(spec.add_dummy_prefix), 0)])
+  else:
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
   tokenizer.add_special_tokens([AddedToken(p.piece, special=True, normalized=False)
-                                for p in model.pieces if p.type in SPECIAL_TYPES])
+                                for p in model.pieces if p.type in (UNKNOWN, CONTROL, USER_DEFINED)])
   piece = lambda i: model.pieces[i].piece
   single = " ".join([*map(piece, before), "$A", *map(piece, after)])
   tokenizer.post_processor = processors.TemplateProcessing(
@@ -50,20 +57,17 @@ def fast_tokenizer(model_proto: bytes, before: list, after: list) -> Tokenizer:
   return tokenizer
 
 
-def write(spm_path: str, out_dir: str, task, max_length: int) -> list:
-  """Writes OUT_DIR/tokenizer.json and tokenizer_config.json for the SentencePiece model at `spm_path`.
+def for_task(spm_path: str, task, max_length: int) -> tuple[Tokenizer, dict]:
+  """(tokenizer.json's Tokenizer, tokenizer_config.json's dict) of the SentencePiece model at `spm_path`.
 
   The tokenizer adds the specials that `task`'s model reads around a text (Task.input_tokens:
   </s> after a source, <s> before a language model's text, [CLS] ... [SEP] to classify).
-  Returns the files' names.
   """
   tokenizer = tokenizer_lib.Tokenizer(spm_path)
   text = -1  # stands for a text's ids
   around = task.input_tokens([text], tokenizer)
   before, after = around[:around.index(text)], around[around.index(text) + 1:]
   fast = fast_tokenizer(tokenizer.fingerprint(), before, after)
-  os.makedirs(out_dir, exist_ok=True)
-  fast.save(os.path.join(out_dir, "tokenizer.json"))
   ids = dict(SPECIAL_IDS, unk_id=tokenizer.unk_id())
   names = {name: fast.id_to_token(ids[key]) for key, name in TOKEN_NAMES.items()}
   if tokenizer.piece_to_id("[MASK]") == tokenizer_lib.MASK_ID:  # a masked-LM or classification vocabulary
@@ -71,6 +75,13 @@ def write(spm_path: str, out_dir: str, task, max_length: int) -> list:
   settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
               "clean_up_tokenization_spaces": False, **names,
               "model_input_names": ["input_ids", "attention_mask"]}  # no token types: tx_jax's models read none
+  return fast, settings
+
+
+def save(tokenizer: Tokenizer, settings: dict, out_dir: str) -> list:
+  """Writes OUT_DIR/tokenizer.json and tokenizer_config.json; returns their names."""
+  os.makedirs(out_dir, exist_ok=True)
+  tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
   with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
     json.dump(settings, f, indent=2)
   return ["tokenizer.json", "tokenizer_config.json"]
