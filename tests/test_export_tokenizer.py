@@ -72,7 +72,7 @@ def test_a_byte_fallback_vocabulary_decodes_its_bytes_back(libreoffice_pairs, tm
                                  unk_id=tokenizer_lib.UNK_ID, bos_id=tokenizer_lib.BOS_ID, minloglevel=2)
   sp = tokenizer_lib.Tokenizer(str(tmp_path / "bytes.model"))
   fast, _ = hf_tokenizer.for_task(sp.path, tasks.get("mlm"), max_length=64)
-  for text in ["Öffnen Sie 日本語 😀", " x\u00a0y ", "Click OK."]:
+  for text in ["Öffnen Sie 日本語 😀", " x\u00a0y ", "Click OK.", "x <0x41> y"]:  # a byte piece's spelling
     ids = sp.encode(text)
     assert fast.encode(text, add_special_tokens=False).ids == ids, text
     assert fast.decode(ids) == sp.detokenize(ids), text

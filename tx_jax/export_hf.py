@@ -48,7 +48,8 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None, use_ema:
   if own:
     hf_tokenizer.save(*own, out_dir)
   elif not (os.path.isdir(vocabulary) and workdir_lib.copy_tokenizer(vocabulary, out_dir)):
-    logging.warning("Exported %s without a tokenizer: %s", workdir, missing)
+    logging.warning("Exported %s without a tokenizer: %s", workdir,
+                    f"{vocabulary} holds no tokenizer files." if os.path.isdir(vocabulary) else missing)
   return architecture
 
 

@@ -4,8 +4,9 @@ Built by hand from `tokenizers`' parts: its own SentencePieceUnigramTokenizer.fr
 protobuf module on sys.path, and transformers' converters need a slow tokenizer class per model.
 The ids are SentencePiece's on every text but one that spells a special piece ("</s>", "[MASK]"),
 which a Hugging Face tokenizer reads as that special token, as all of them do (the text after it
-then starts a word); an unknown character decodes as <unk> (dropped with skip_special_tokens),
-where SentencePiece writes " ⁇ ".
+then starts a word), and one that spells a control or byte piece ("<0x41>", or "＜s＞" after NFKC)
+with a character the vocabulary lacks; an unknown character decodes as <unk> (dropped with
+skip_special_tokens), where SentencePiece writes " ⁇ ".
 """
 
 import json
@@ -20,7 +21,7 @@ from tx_jax.data import tokenizer as tokenizer_lib
 # the special ids of every SentencePiece model tx_jax reads (tokenizer_lib.load checks them)
 SPECIAL_IDS = {"bos_id": tokenizer_lib.BOS_ID, "eos_id": tokenizer_lib.EOS_ID, "pad_id": tokenizer_lib.PAD_ID}
 UNIGRAM = 1  # sentencepiece_model_pb2.TrainerSpec.ModelType: the kind tx_jax trains
-UNKNOWN, CONTROL, USER_DEFINED = 2, 3, 4  # ModelProto.SentencePiece.Type (USER_DEFINED: [MASK])
+UNKNOWN, CONTROL, USER_DEFINED, BYTE = 2, 3, 4, 6  # ModelProto.SentencePiece.Type (USER_DEFINED: [MASK])
 NEVER = -1e9  # the score of a piece no text is split into
 # tokenizer_config.json's names of the tokenizer's special ids
 TOKEN_NAMES = {"bos_id": "bos_token", "eos_id": "eos_token", "pad_id": "pad_token", "unk_id": "unk_token"}
@@ -34,8 +35,9 @@ def fast_tokenizer(model_proto: bytes, before: list, after: list) -> Tokenizer:
     raise errors.ConfigError("the SentencePiece model is not a unigram model (tx_jax trains unigram ones); "
                              "export_hf converts only those to a Hugging Face tokenizer.")
   spec, fallback = model.normalizer_spec, model.trainer_spec.byte_fallback
-  # SentencePiece never matches a control or unknown piece in text (NFKC makes "＜s＞" "<s>"): nor does this.
-  vocab = [(p.piece, NEVER if p.type in (UNKNOWN, CONTROL) else p.score) for p in model.pieces]
+  # SentencePiece never matches a control, unknown or byte piece in text (NFKC makes "＜s＞" "<s>"); here they lose
+  # to any split without an unknown character (tokenizers scores those below its lowest piece, so no score can do more).
+  vocab = [(p.piece, NEVER if p.type in (UNKNOWN, CONTROL, BYTE) else p.score) for p in model.pieces]
   tokenizer = Tokenizer(models.Unigram(vocab, model.trainer_spec.unk_id, fallback))
   steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
   if spec.remove_extra_whitespaces:  # SentencePiece strips spaces (only) at both ends and folds runs of them
