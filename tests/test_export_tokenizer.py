@@ -54,6 +54,9 @@ def test_exported_tokenizer_encodes_and_decodes_as_sentencepiece(task_name, with
       unknown += 1
       continue
     assert fast.decode(fast.encode(text).ids, skip_special_tokens=True) == sp.detokenize(ids), text
+    spaces = [sp.piece_to_id("▁")] * 2  # lone word starts, as a model may generate them first or last
+    assert fast.decode(spaces + ids + spaces) == sp.detokenize(spaces + ids + spaces), text
+  assert sp.piece_to_id("▁") != sp.unk_id()  # the lone word start was tried
   assert 0 < unknown < 20  # the unseen characters among EDGES (and a few in the corpus) were tried
   settings = json.loads((out / "tokenizer_config.json").read_text())
   assert {k: settings[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")} == {

@@ -23,6 +23,7 @@ SPECIAL_IDS = {"bos_id": tokenizer_lib.BOS_ID, "eos_id": tokenizer_lib.EOS_ID, "
 UNIGRAM = 1  # sentencepiece_model_pb2.TrainerSpec.ModelType: the kind tx_jax trains
 UNKNOWN, CONTROL, USER_DEFINED, BYTE = 2, 3, 4, 6  # ModelProto.SentencePiece.Type (USER_DEFINED: [MASK])
 NEVER = -1e9  # the score of a piece no text is split into
+ALL = 2 ** 31 - 1  # decoders.Strip's count: strips up to this many
 # tokenizer_config.json's names of the tokenizer's special ids
 TOKEN_NAMES = {"bos_id": "bos_token", "eos_id": "eos_token", "pad_id": "pad_token", "unk_id": "unk_token"}
 
@@ -45,11 +46,10 @@ def fast_tokenizer(model_proto: bytes, before: list, after: list) -> Tokenizer:
   tokenizer.normalizer = normalizers.Sequence(steps)
   scheme = "always" if spec.add_dummy_prefix else "never"
   tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
-  if fallback:  # <0xE6><0x97>... pieces back to their character, then the dummy prefix's space off
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                           decoders.Strip(" ", int(spec.add_dummy_prefix), 0)])
-  else:
-    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+  # Decoding: <0xE6><0x97>... pieces back to their character; then, as SentencePiece does after a dummy prefix,
+  # every leading space off (a model may start its output with lone "▁" pieces).
+  tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), *([decoders.ByteFallback()] if fallback else []),
+                                         decoders.Fuse(), decoders.Strip(" ", ALL if spec.add_dummy_prefix else 0, 0)])
   tokenizer.add_special_tokens([AddedToken(p.piece, special=True, normalized=False)
                                 for p in model.pieces if p.type in (UNKNOWN, CONTROL, USER_DEFINED)])
   piece = lambda i: model.pieces[i].piece
