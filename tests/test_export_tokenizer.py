@@ -12,6 +12,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from conftest import make_tiny_config  # noqa: E402
 from tx_jax import tasks  # noqa: E402
+from tx_jax.data import text_files  # noqa: E402
 from tx_jax.data import tokenizer as tokenizer_lib  # noqa: E402
 from tx_jax.interop import hf_tokenizer  # noqa: E402
 
@@ -91,7 +92,7 @@ def test_the_special_ids_exported_are_the_tokenizer_s_and_come_back_on_import(sm
                                                             activation="swiglu", use_bias=False)}
   for architecture, fields in runs.items():
     config = json.loads(make_tiny_config(small_corpus_dir, vocab_dir, **fields).to_json_best_effort())
-    hf = hf_config.to_hf({**hf_tokenizer.SPECIAL_IDS, **config})
+    hf = hf_config.to_hf({**hf_tokenizer.OWN_VOCABULARY_IDS, **config})
     assert hf["architectures"] == [architecture]
     assert (hf["bos_token_id"], hf["eos_token_id"], hf["pad_token_id"]) == (3, 1, 0), architecture
     back = hf_config.from_hf(hf)
@@ -120,7 +121,7 @@ def test_exported_translator_tokenizes_and_translates_in_transformers(small_corp
   tokenizer = transformers.AutoTokenizer.from_pretrained(out)
   model = transformers.MarianMTModel.from_pretrained(out).eval()
   cfg, graphdef, params, sp = restore.restore_for_inference(run)
-  sources = [de for de, _ in _validation_pairs(small_corpus_dir)[:6]]
+  sources = [de for de, _ in text_files.load_text_files(small_corpus_dir, "de", "en", ["validation"])["validation"][:6]]
   seen = set()
   for source in sources:
     ids = tokenizer(source)["input_ids"]
@@ -139,12 +140,6 @@ def test_exported_translator_tokenizes_and_translates_in_transformers(small_corp
     if sp.unk_id() not in theirs[:n]:
       assert tokenizer.decode(theirs[:n], skip_special_tokens=True) == sp.detokenize(ours), source
   assert len(seen) >= 5  # the translations compared are not one token repeated
-
-
-def _validation_pairs(corpus_dir):
-  """(German, English) lines of the text_files corpus's validation split."""
-  with open(os.path.join(corpus_dir, "validation.de")) as de, open(os.path.join(corpus_dir, "validation.en")) as en:
-    return [(a.rstrip("\n"), b.rstrip("\n")) for a, b in zip(de, en)]
 
 
 def test_every_kind_of_workdir_exports_with_the_tokenizer_it_has(small_corpus_dir, vocab_dir, tmp_path, caplog):

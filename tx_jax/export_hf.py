@@ -13,7 +13,6 @@ from absl import app, flags, logging
 from tx_jax import command_line, errors, logging_utils, tasks
 from tx_jax.interop import export, hf_tokenizer
 from tx_jax.interop import workdir as workdir_lib
-from tx_jax.training import run_vocab
 
 FLAGS = flags.FLAGS
 
@@ -33,9 +32,8 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None, use_ema:
   Returns the architecture written.
   """
   config, params = workdir_lib.read_workdir(workdir, step, use_ema)
-  kept = os.path.join(workdir, run_vocab.TOKENIZER_DIR_NAME)  # an imported model's files, whatever they are
   try:
-    vocabulary = kept if os.path.isdir(kept) else workdir_lib.vocabulary_path(workdir, config)
+    vocabulary = workdir_lib.vocabulary_path(workdir, config)
   except errors.UserError as e:  # a run from before the record, its vocabulary named by a corpus that is gone
     vocabulary, missing = "", f"its vocabulary cannot be found ({e})"
   else:
@@ -43,7 +41,7 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None, use_ema:
   own = None
   if os.path.isfile(vocabulary):  # tx_jax's SentencePiece model: the HF config names its tokenizer's special ids
     own = hf_tokenizer.for_task(vocabulary, tasks.get(config), max_length=config.get("max_len", 512))
-    config = {**hf_tokenizer.SPECIAL_IDS, **config}
+    config = {**hf_tokenizer.OWN_VOCABULARY_IDS, **config}
   architecture = export.export_dir(config, params, out_dir)
   if own:
     hf_tokenizer.save(*own, out_dir)

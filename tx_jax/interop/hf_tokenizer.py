@@ -17,9 +17,10 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 
 from tx_jax import errors
 from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.training import run_vocab
 
-# the special ids of every SentencePiece model tx_jax reads (tokenizer_lib.load checks them)
-SPECIAL_IDS = {"bos_id": tokenizer_lib.BOS_ID, "eos_id": tokenizer_lib.EOS_ID, "pad_id": tokenizer_lib.PAD_ID}
+# {"bos_id": 3, ...}: the special ids of every SentencePiece model tx_jax reads (tokenizer_lib.load checks them)
+OWN_VOCABULARY_IDS = {name: getattr(tokenizer_lib.Tokenizer, name) for name in run_vocab.SPECIAL_IDS}
 UNIGRAM = 1  # sentencepiece_model_pb2.TrainerSpec.ModelType: the kind tx_jax trains
 UNKNOWN, CONTROL, USER_DEFINED, BYTE = 2, 3, 4, 6  # ModelProto.SentencePiece.Type (USER_DEFINED: [MASK])
 NEVER = -1e9  # the score of a piece no text is split into
@@ -70,7 +71,7 @@ def for_task(spm_path: str, task, max_length: int) -> tuple[Tokenizer, dict]:
   around = task.input_tokens([text], tokenizer)
   before, after = around[:around.index(text)], around[around.index(text) + 1:]
   fast = fast_tokenizer(tokenizer.fingerprint(), before, after)
-  ids = dict(SPECIAL_IDS, unk_id=tokenizer.unk_id())
+  ids = dict(OWN_VOCABULARY_IDS, unk_id=tokenizer.unk_id())
   names = {name: fast.id_to_token(ids[key]) for key, name in TOKEN_NAMES.items()}
   if tokenizer.piece_to_id("[MASK]") == tokenizer_lib.MASK_ID:  # a masked-LM or classification vocabulary
     names["mask_token"] = "[MASK]"

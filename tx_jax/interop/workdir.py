@@ -65,11 +65,16 @@ def copy_tokenizer(src_dir: str, dst_dir: str) -> list:
 
 
 def vocabulary_path(workdir: str, config: dict) -> str:
-  """The vocabulary WORKDIR's run reads: the one its config.json records (its copy there), else its config's.
+  """The vocabulary WORKDIR's run reads, given its config.json's `config`.
 
-  Empty for a model imported without tokenizer files.
+  An imported model's W/tokenizer/ (whatever files it kept), else the vocabulary the config records
+  (its copy in WORKDIR), else the one its config computes (a run from before the record; a
+  UserError when that needs a corpus that is gone). Empty for a model imported without tokenizer files.
   """
-  recorded = run_vocab.recorded(workdir).get("vocab_path")
+  kept = os.path.join(workdir, run_vocab.TOKENIZER_DIR_NAME)
+  if os.path.isdir(kept):
+    return kept
+  recorded = run_vocab.resolve(workdir, config.get("vocab_path", ""))
   if recorded or config.get("hf_architecture"):
-    return recorded or ""
+    return recorded
   return tasks.get(config).vocab_path(ml_collections.ConfigDict(config))  # a run from before the record
