@@ -376,3 +376,22 @@ def test_rebuilt_libreoffice_pairs_are_read_anew_not_from_the_old_records(tmp_pa
   os.remove(os.path.join(aligned, "test.de"))  # a damaged cache: one line naming the file and the fix
   with pytest.raises(DataError, match=r"Missing corpus file .*test.de\. .*delete .*libreoffice_help/de to have it"):
     reader.pairs(config, "test")
+
+
+def test_language_models_of_two_languages_never_share_a_cached_vocabulary():
+  """The key of a LibreOffice LM's vocabulary is the language it reads, not the pair a translation config left."""
+  from configs import default, lm_default
+  from tx_jax import tasks
+  lm = lm_default.get_config()
+  english, german = (tasks.get(lm).vocab_path(_with(lm, source_language=s, target_language=t))
+                     for s, t in (("de", "en"), ("en", "de")))
+  assert english != german  # the same "de-en" key before: the second LM trained read the first one's vocabulary
+  assert english == tasks.get(lm).vocab_path(lm)  # lm_default's key (source_language="") is kept
+  translation = default.get_config()
+  assert tasks.get(translation).vocab_path(translation).endswith("libreoffice_help_de-en_8000.model")  # unchanged
+
+
+def _with(config, **fields):
+  config = config.copy_and_resolve_references()
+  config.update(fields)
+  return config

@@ -147,6 +147,11 @@ class LibreOfficeHelp(Reader):
     return _dataset(records_lib.open_split(records_lib.split_dir(_cache(config), key, split),
                                            lambda: _unique_texts(path)))
 
+  def vocab_key(self, config, kind):
+    if kind == "texts":  # one language's side: an English and a German LM never share a vocabulary, whatever
+      return f"{self.name}_{config.target_language}"  # source_language says (the key when it is empty, as configs leave it)
+    return super().vocab_key(config, kind)
+
 
 class TextFiles(Reader):
   """A user's corpus: DIR/<split>.<language>, one sentence per line (tx_jax.data.text_files)."""
