@@ -122,6 +122,18 @@ def test_stored_decoding_weights_give_the_same_translations_and_replace_their_so
   assert all(a is b for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(stored)))
 
 
+@pytest.mark.parametrize("output_bias", [False, True])
+def test_separate_tables_hold_one_output_projection(output_bias):
+  """With its own target table, the source side carries no output kernel or bias: each would be trained for nothing."""
+  size = lambda **kw: sum(x.size for x in jax.tree.leaves(nnx.state(_model(output_bias=output_bias, **kw), nnx.Param)))
+  table = VOCAB * 32
+  assert size(share_embeddings=False) == size() + table  # tied: one more token table
+  assert size(share_embeddings=False, tie_output_embedding=False) == size(tie_output_embedding=False) + table
+  model = _model(share_embeddings=False, tie_output_embedding=False, output_bias=output_bias)
+  assert not hasattr(model.embedder, "output") and not hasattr(model.embedder, "output_bias")
+  assert hasattr(model.target_embedder, "output") and hasattr(model.target_embedder, "output_bias") == output_bias
+
+
 def test_beam_size_one_equals_greedy_and_beams_are_sorted():
   model = _model()
   graphdef, params = nnx.split(model, nnx.Param)

@@ -13,7 +13,7 @@ class EncoderDecoder(nnx.Module):
 
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.embedder = layers.Embedder(cfg, rngs=rngs)
+    self.embedder = layers.Embedder(cfg, rngs=rngs, with_output=cfg.share_embeddings)  # else the target's projects
     if not cfg.share_embeddings:
       self.target_embedder = layers.Embedder(cfg, rngs=rngs)
     self.encoder = layers.Stack(cfg, cfg.num_encoder_layers, cross_attention=False, rngs=rngs)

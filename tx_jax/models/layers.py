@@ -40,9 +40,13 @@ def default_positions(segments):
 
 
 class Embedder(nnx.Module):
-  """Token (+ position, + token type) embeddings, and the output projection back to the vocabulary."""
+  """Token (+ position, + token type) embeddings, and the output projection back to the vocabulary.
 
-  def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs):
+  `with_output=False`: the embeddings alone, no untied output kernel or output bias (an
+  encoder-decoder's source side when its target has a table of its own).
+  """
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs, with_output: bool = True):
     self.cfg = cfg
     self.table = nnx.Embed(
       cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
@@ -58,11 +62,11 @@ class Embedder(nnx.Module):
         embedding_init=params.partitioned(nnx.initializers.normal(0.02), (None, params.EMBED)))
     if cfg.embedding_norm:
       self.norm = make_norm(cfg, rngs)
-    if not cfg.tie_output_embedding:
+    if with_output and not cfg.tie_output_embedding:
       self.output = matmul.Dense(cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, rngs=rngs,
                                kernel_init=params.partitioned(nnx.initializers.xavier_uniform(),
                                                               (params.EMBED, params.VOCAB)))
-    if cfg.output_bias:
+    if with_output and cfg.output_bias:
       self.output_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), **params.partition_metadata((params.VOCAB,)))
     self.dropout = dropout_lib.Dropout(cfg.dropout_rate)
 
