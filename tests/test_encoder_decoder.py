@@ -93,7 +93,7 @@ def _attention_projections(params):
 
 
 @pytest.mark.parametrize("kw", [{}, {"num_kv_heads": 2}, {"tie_output_embedding": False, "share_embeddings": False},
-                                {"dtype": "bfloat16"}])
+                                {"share_embeddings": False}, {"dtype": "bfloat16"}])
 def test_stored_decoding_weights_give_the_same_translations_and_replace_their_sources(kw):
   graphdef, params = nnx.split(_model(**kw), nnx.Param)
   src = _tokens(0, (4, 6)).at[2, 4:].set(0)

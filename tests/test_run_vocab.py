@@ -64,6 +64,16 @@ def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(s
   assert experiment.workdir_config(out).vocab_path == os.path.join(out, "vocab.model")
   assert run_vocab.same(os.path.join(out, "vocab.model"), kept)
 
+  # A run from before runs kept their vocabulary (config.json without the record), resumed with the one it
+  # computes gone (a cleaned cache, or a cache key since changed): one error, never a vocabulary trained anew.
+  with open(os.path.join(workdir, "config.json")) as f:
+    before_the_record = dict(json.load(f), vocab_path="")
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(before_the_record, f)
+  with pytest.raises(errors.DataError, match=r"own_500.model is missing, and the run in .* trained with one"):
+    train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=9, vocab_path=own), workdir)
+  assert not os.path.exists(own) and checkpoint.make_manager(workdir, read_only=True).all_steps() == [3, 6]
+
 
 def test_a_workdir_from_before_runs_kept_their_vocabulary_computes_it_as_it_did(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"vocab_path": ""}))

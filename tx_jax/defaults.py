@@ -33,7 +33,7 @@ def get_config():
   config.tfds_test_split = ""
   config.tfds_label_key = "label"  # classification: the feature holding the label
   config.libreoffice_pair_language = "de"  # lm on English LibreOffice text: the side of the en-X pairs read
-  config.vocab_path = ""  # default: <data_cache_dir>/vocab/<dataset>_<langs>_<vocab_size>.model
+  config.vocab_path = ""  # default: <data_cache_dir>/vocab/<corpus key>[_<task kind>]_<vocab_size>.model
   config.vocab_size = 8000
   config.max_target_length = 128  # packed row length for training; longer pairs are dropped
   config.max_eval_target_length = 256

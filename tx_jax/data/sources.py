@@ -149,7 +149,7 @@ class LibreOfficeHelp(Reader):
 
   def vocab_key(self, config, kind):
     if kind == "texts":  # one language's side: an English and a German LM never share a vocabulary, whatever
-      return f"{self.name}_{config.target_language}"  # source_language says (the key when it is empty, as configs leave it)
+      return f"{self.name}_{config.target_language}"  # source_language says (the old key when it is empty)
     return super().vocab_key(config, kind)
 
 

@@ -71,10 +71,10 @@ def vocabulary_path(workdir: str, config: dict) -> str:
   (its copy in WORKDIR), else the one its config computes (a run from before the record; a
   UserError when that needs a corpus that is gone). Empty for a model imported without tokenizer files.
   """
-  kept = os.path.join(workdir, run_vocab.TOKENIZER_DIR_NAME)
+  kept = os.path.join(os.path.expanduser(workdir), run_vocab.TOKENIZER_DIR_NAME)
   if os.path.isdir(kept):
     return kept
-  recorded = run_vocab.resolve(workdir, config.get("vocab_path", ""))
+  recorded = run_vocab.resolve(workdir, config.get("vocab_path") or "")
   if recorded or config.get("hf_architecture"):
     return recorded
   return tasks.get(config).vocab_path(ml_collections.ConfigDict(config))  # a run from before the record

@@ -48,6 +48,7 @@ class Embedder(nnx.Module):
 
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs, with_output: bool = True):
     self.cfg = cfg
+    self.with_output = with_output
     self.table = nnx.Embed(
       cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype, rngs=rngs,
       embedding_init=params.partitioned(nnx.initializers.normal(cfg.emb_dim ** -0.5),
@@ -116,7 +117,7 @@ class Embedder(nnx.Module):
 
   def store_decoding_weights(self):
     """Stores the tied table's transpose for `output_kernel` (for decoding only: it does not follow training)."""
-    if self.cfg.tie_output_embedding and getattr(self, "stored_output_kernel", None) is None:
+    if self.with_output and self.cfg.tie_output_embedding and getattr(self, "stored_output_kernel", None) is None:
       self.stored_output_kernel = nnx.Param(self.table.embedding[...].T)  # [emb_dim, vocab]
 
 
