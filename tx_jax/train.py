@@ -83,11 +83,7 @@ def _train(config, workdir: str, watch: preemption.PreemptionWatch) -> dict:
   mesh = parallel.make_mesh(config.mesh_shape)
   global_rows = parallel.global_rows(config)
   task = tasks.get(config)
-  if resuming and not os.path.exists(task.vocab_path(config)):  # a run from before runs kept theirs (no record)
-    raise errors.DataError(f"The vocabulary {task.vocab_path(config)} is missing, and the run in {workdir} trained "
-                           "with one (it is from before runs kept their own copy): set --config.vocab_path to the "
-                           "SentencePiece file it trained with; one trained anew would not match its embeddings.")
-  tokenizer = task.tokenizer(config, train=True)
+  tokenizer = task.tokenizer(config, train=True, resumed_in=workdir if resuming else None)
   stats = write_data_stats(config, task, workdir)  # prepares the corpus: its errors come before any compile
   task.check_evaluable(config, tokenizer, "validation")
 

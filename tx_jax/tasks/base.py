@@ -56,10 +56,12 @@ class Task:
     """The texts of one record a vocabulary is trained on."""
     return [record["text"]]
 
-  def tokenizer(self, config, *, train: bool = False, scoring: bool = False):
+  def tokenizer(self, config, *, train: bool = False, scoring: bool = False, resumed_in: str | None = None):
     """The run's tokenizer (tx_jax.data.tokenizer's interface); with `train`, trained first if missing.
 
-    tx_jax's own SentencePiece model is trained on a sample of the training split; a
+    tx_jax's own SentencePiece model is trained on a sample of the training split, except for a
+    run resumed in WORKDIR `resumed_in` (whose config.json names no copy of its own): one trained
+    anew would not match its embeddings, so a missing file is one DataError. A
     config.vocab_path that is an imported model's tokenizer/ directory is read as it is (not for
     training or `scoring` a task that needs_own_vocabulary; the attention tools may use it).
 
@@ -76,6 +78,11 @@ class Task:
       tokenizer.encode("")  # loads now: an unreadable file is one error here
       return tokenizer
     if train and not os.path.exists(path):
+      if resumed_in:
+        raise errors.DataError(f"The vocabulary {path} is missing, and the run in {resumed_in} trained with one "
+                               "its config.json does not name (a run from before runs kept their own copy, or a "
+                               "workdir copied without its config.json): set --config.vocab_path to the SentencePiece "
+                               "file it trained with; one trained anew would not match its embeddings.")
       if jax.process_index() == 0:
         records = sources.reader(config).vocab_records(config, self.records_kind)
         limit = config.get("vocab_sample_sentences", 2_000_000)
