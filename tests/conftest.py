@@ -93,14 +93,19 @@ def tiny_config_file(tmp_path, small_corpus_dir, vocab_dir, **overrides) -> str:
   return str(path)
 
 
+def with_fields(config, **fields):
+  """A copy of `config` with `fields` set (the config itself is left as it is)."""
+  config = config.copy_and_resolve_references()
+  config.update(fields)
+  return config
+
+
 def straight_and_resumed_runs(config, tmp_path, stop_at: int = 3) -> tuple[str, str]:
   """Workdirs of an uninterrupted run of `config` and of one stopped after `stop_at` steps and restarted."""
   from tx_jax import train
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   train.train_and_evaluate(config, straight)
-  first_part = config.copy_and_resolve_references()
-  first_part.num_train_steps = stop_at
-  train.train_and_evaluate(first_part, resumed)
+  train.train_and_evaluate(with_fields(config, num_train_steps=stop_at), resumed)
   train.train_and_evaluate(config, resumed)
   return straight, resumed
 

@@ -57,7 +57,7 @@ _SCALING_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/tests")
-from conftest import make_tiny_config
+from conftest import make_tiny_config, with_fields
 from tx_jax import errors, parallel, tasks
 from tx_jax.models import registry
 from tx_jax.training import experiment, schedules
@@ -70,8 +70,7 @@ batches = task.train_batches(config, task.tokenizer(config, train=True), global_
 local = [next(batches) for _ in range(4)]
 
 def train(mesh_shape, devices, **overrides):
-  cfg = config.copy_and_resolve_references()
-  cfg.update(overrides)
+  cfg = with_fields(config, **overrides)
   mesh = parallel.make_mesh(mesh_shape, devices)
   _, state, train_fn, _ = experiment.build(cfg, mesh)
   for b in local:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config
+from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config, with_fields
 from tx_jax import parallel
 from tx_jax.training import experiment
 
@@ -45,9 +45,8 @@ def real_batches(small_corpus_dir, vocab_dir, tmp_path_factory):
 @pytest.mark.parametrize("family", list(TASKS))
 def test_switch_trains_one_step_with_finite_loss(family, switches, real_batches):
   config, batch = real_batches[family]
-  config = config.copy_and_resolve_references()
-  config.update(num_encoder_layers=2, num_decoder_layers=2 if family != "encoder_only" else 0, dropout_rate=0.1,
-                attention_dropout_rate=0.1, **switches)
+  config = with_fields(config, num_encoder_layers=2, num_decoder_layers=2 if family != "encoder_only" else 0,
+                       dropout_rate=0.1, attention_dropout_rate=0.1, **switches)
   mesh = parallel.make_mesh(config.mesh_shape)
   _, state, train_fn, _ = experiment.build(config, mesh)
   state, sums = train_fn(state, parallel.global_batch(batch, mesh))

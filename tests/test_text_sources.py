@@ -8,6 +8,7 @@ import tarfile
 
 import pytest
 
+from conftest import with_fields
 from tx_jax.data import libreoffice
 from tx_jax.data.text_files import load_text_files, write_text_files
 from tx_jax.errors import ConfigError, DataError
@@ -383,15 +384,9 @@ def test_language_models_of_two_languages_never_share_a_cached_vocabulary():
   from configs import default, lm_default
   from tx_jax import tasks
   lm = lm_default.get_config()
-  english, german = (tasks.get(lm).vocab_path(_with(lm, source_language=s, target_language=t))
+  english, german = (tasks.get(lm).vocab_path(with_fields(lm, source_language=s, target_language=t))
                      for s, t in (("de", "en"), ("en", "de")))
   assert english != german  # the same "de-en" key before: the second LM trained read the first one's vocabulary
   assert english == tasks.get(lm).vocab_path(lm)  # lm_default's key (source_language="") is kept
   translation = default.get_config()
   assert tasks.get(translation).vocab_path(translation).endswith("libreoffice_help_de-en_8000.model")  # unchanged
-
-
-def _with(config, **fields):
-  config = config.copy_and_resolve_references()
-  config.update(fields)
-  return config

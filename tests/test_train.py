@@ -12,7 +12,7 @@ import pytest
 import sacrebleu
 from flax import nnx
 
-from conftest import first_train_batch, straight_and_resumed_runs
+from conftest import first_train_batch, straight_and_resumed_runs, with_fields
 
 from tx_jax import evaluate, parallel, train, translate
 from tx_jax.inference import restore
@@ -47,9 +47,7 @@ def test_stopped_and_restarted_run_matches_uninterrupted(tiny_config, tmp_path):
   straight = str(tmp_path / "straight")
   train.train_and_evaluate(tiny_config, straight)
   resumed = str(tmp_path / "resumed")
-  first_half = tiny_config.copy_and_resolve_references()
-  first_half.num_train_steps = 3
-  train.train_and_evaluate(first_half, resumed)
+  train.train_and_evaluate(with_fields(tiny_config, num_train_steps=3), resumed)
   assert checkpoint.make_manager(resumed, read_only=True).latest_step() == 3
   train.train_and_evaluate(tiny_config, resumed)  # same workdir: continues from step 3
   a, data_a = _final_params(tiny_config, straight)
@@ -91,9 +89,7 @@ def test_tensorboard_events_and_evaluate_from_checkpoint(tiny_config, tmp_path):
   with open(os.path.join(workdir, "eval", f"test_step{summary['step']}.json")) as f:
     assert json.load(f)["scores"]["BLEU"]["signature"].startswith("nrefs:1")
   # Evaluated in another compute dtype (--config.dtype=bfloat16): files and scalars of its own, beside the above.
-  bf16 = tiny_config.copy_and_resolve_references()
-  bf16.dtype = "bfloat16"
-  other = evaluate.evaluate(bf16, workdir, split="test", max_sentences=8)
+  other = evaluate.evaluate(with_fields(tiny_config, dtype="bfloat16"), workdir, split="test", max_sentences=8)
   assert other["dtype"] == "bfloat16"  # and its 8 sentences' scores apart from the whole split's
   assert other["translations"].endswith(f"test_step{summary['step']}_bfloat16_first8.en")
   with open(other["translations"], encoding="utf-8") as f:
