@@ -70,8 +70,12 @@ def test_a_run_keeps_its_vocabulary_and_whatever_reads_the_run_reads_that_copy(s
     before_the_record = dict(json.load(f), vocab_path="")
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(before_the_record, f)
+  resumed = make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=9, vocab_path=own)
   with pytest.raises(errors.DataError, match=r"own_500.model is missing, and the run in .* trained with one"):
-    train.train_and_evaluate(make_tiny_config(small_corpus_dir, vocab_dir, num_train_steps=9, vocab_path=own), workdir)
+    train.train_and_evaluate(resumed, workdir)
+  os.remove(os.path.join(workdir, "config.json"))  # the same with checkpoints copied without their config.json
+  with pytest.raises(errors.DataError, match=r"own_500.model is missing, .* or a workdir copied without its config"):
+    train.train_and_evaluate(resumed, workdir)
   assert not os.path.exists(own) and checkpoint.make_manager(workdir, read_only=True).all_steps() == [3, 6]
 
 
