@@ -21,6 +21,7 @@ from tx_jax.data import hf_tokenizers
 from tx_jax.data import pipeline
 from tx_jax.data import sources
 from tx_jax.data import tokenizer as tokenizer_lib
+from tx_jax.training import run_vocab
 
 BASELINE_SAMPLE = 100_000  # training records tokenized for the baselines (unigram counts, majority class)
 
@@ -57,7 +58,7 @@ class Task:
     return [record["text"]]
 
   def tokenizer(self, config, *, train: bool = False, scoring: bool = False, resumed_in: str | None = None):
-    """The run's tokenizer (tx_jax.data.tokenizer's interface); with `train`, trained first if missing.
+    """The run's tokenizer (tx_jax.data.tokenizer's interface); with `train`, trained first if missing (unless resumed).
 
     tx_jax's own SentencePiece model is trained on a sample of the training split, except for a
     run resumed in WORKDIR `resumed_in` (whose config.json names no copy of its own): one trained
@@ -79,10 +80,12 @@ class Task:
       return tokenizer
     if train and not os.path.exists(path):
       if resumed_in:
-        raise errors.DataError(f"The vocabulary {path} is missing, and the run in {resumed_in} trained with one "
-                               "its config.json does not name (a run from before runs kept their own copy, or a "
-                               "workdir copied without its config.json): set --config.vocab_path to the SentencePiece "
-                               "file it trained with; one trained anew would not match its embeddings.")
+        copy = os.path.join(resumed_in, run_vocab.SENTENCEPIECE_NAME)
+        raise errors.DataError(f"The vocabulary {path} is missing, and the run in {resumed_in} trained with one that "
+                               f"{resumed_in}/config.json does not record (a run from before runs kept their own copy, "
+                               "or a workdir copied without its config.json): set --config.vocab_path to the "
+                               f"SentencePiece file it trained with ({copy}, if its copy is there); one trained anew "
+                               "would not match its embeddings.")
       if jax.process_index() == 0:
         records = sources.reader(config).vocab_records(config, self.records_kind)
         limit = config.get("vocab_sample_sentences", 2_000_000)
