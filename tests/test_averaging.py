@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import with_fields
 from tx_jax import average, errors, evaluate, parallel, train
 from tx_jax.training import checkpoint, experiment
 
@@ -118,8 +119,7 @@ def test_the_average_of_a_run_with_an_ema_is_what_every_tool_reads(small_corpus_
 def test_a_run_with_more_data_shards_than_rows_evaluates_on_one_device(run):
   config, workdir = run
   plain = evaluate.evaluate(config, workdir, split="test", max_sentences=2)
-  sharded = config.copy_and_resolve_references()
-  sharded.data_shards = 16  # trained on 16 devices, say: 16 shards of this device's 8 rows held 0 rows each
-  again = evaluate.evaluate(sharded, workdir, split="test", max_sentences=2)
+  # Trained on 16 devices, say: 16 shards of this device's 8 rows held 0 rows each.
+  again = evaluate.evaluate(with_fields(config, data_shards=16), workdir, split="test", max_sentences=2)
   scores = lambda summary: {k: v for k, v in summary["metrics"].items() if not k.endswith("_seconds")}
   assert scores(again) == pytest.approx(scores(plain), rel=1e-6) and "test/loss" in scores(plain)

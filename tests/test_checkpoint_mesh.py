@@ -14,7 +14,7 @@ _PRELUDE = r"""
 import json, sys
 import jax, numpy as np
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/tests")
-from conftest import first_train_batch, make_tiny_config
+from conftest import first_train_batch, make_tiny_config, with_fields
 from tx_jax import evaluate, parallel, train
 from tx_jax.training import checkpoint, experiment
 
@@ -27,8 +27,7 @@ config = make_tiny_config({corpus!r}, {vocab!r}, dropout_rate=0.0, attention_dro
 workdir = {workdir!r}
 
 def restore(mesh_shape, devices=None):
-  cfg = config.copy_and_resolve_references()
-  cfg.mesh_shape = mesh_shape
+  cfg = with_fields(config, mesh_shape=mesh_shape)
   mesh = parallel.make_mesh(mesh_shape, devices)
   _, abstract, train_fn, _ = experiment.build(cfg, mesh, abstract_only=True)
   state, data_state = checkpoint.restore(checkpoint.make_manager(workdir, read_only=True), abstract)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config, train_step_compiles
+from conftest import first_train_batch, make_tiny_config, make_tiny_encoder_config, train_step_compiles, with_fields
 from tx_jax import parallel, train
 from tx_jax.training import compile_ahead, experiment
 
@@ -67,8 +67,7 @@ def test_without_compile_ahead_the_first_step_compiles(tiny_config, caplog, over
 def test_a_run_and_its_resumption_compile_the_train_step_once_each_and_a_finished_run_not_at_all(
     tiny_config, tmp_path, caplog):
   tiny_config.num_predict_sentences = 0
-  first_part = tiny_config.copy_and_resolve_references()
-  first_part.num_train_steps = 3
+  first_part = with_fields(tiny_config, num_train_steps=3)
   # Steps 1..3; resumed from step 3's checkpoint (a restored state) to 6; run again with no step left.
   compiles = [len(train_step_compiles(lambda c=config: train.train_and_evaluate(c, str(tmp_path / "run")), caplog))
               for config in (first_part, tiny_config, tiny_config)]

@@ -119,9 +119,7 @@ for shape in [(2, 2, 2), (1, 4, 2)]:  # the initial state is created in the shar
     [len(pairs), sum(x.sharding.is_equivalent_to(s, x.ndim) for x, s in pairs),
      sum(len(s.spec) > 0 and any(a is not None for a in s.spec) for _, s in pairs)]]
 try:
-  pmap_config = config.copy_and_resolve_references()
-  pmap_config.parallelism = "pmap"
-  experiment.build(pmap_config, parallel.make_mesh((2, 2, 2)))
+  experiment.build(with_fields(config, parallelism="pmap"), parallel.make_mesh((2, 2, 2)))
   out["pmap_on_2x2x2"] = "no error"
 except errors.ConfigError as e:
   out["pmap_on_2x2x2"] = str(e)

@@ -3,6 +3,7 @@
 import glob
 import os
 
+from conftest import with_fields
 from tx_jax import train
 
 
@@ -21,9 +22,7 @@ def test_profile_steps_write_a_trace_into_the_tensorboard_directory(tiny_config,
 def test_a_run_resumed_inside_the_profiled_steps_traces_the_ones_it_has_left(tiny_config, tmp_path):
   tiny_config.update(profile_steps=(2, 5), eval_every_steps=1000, num_predict_sentences=0, checkpoint_every_steps=3)
   workdir = str(tmp_path / "run")
-  stopped = tiny_config.copy_and_resolve_references()
-  stopped.num_train_steps = 3  # ends inside the range: its trace holds steps 2..3
-  train.train_and_evaluate(stopped, workdir)
+  train.train_and_evaluate(with_fields(tiny_config, num_train_steps=3), workdir)  # its trace holds steps 2..3
   tiny_config.num_train_steps = 6  # resumes at step 4: traces 4..5, not nothing
   train.train_and_evaluate(tiny_config, workdir)
   traces = glob.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))

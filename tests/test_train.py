@@ -160,8 +160,7 @@ def test_rbg_dropout_stream_resumes_exactly_and_differs_from_threefry(tiny_confi
   assert a.rng.shape == (4,)  # rbg key data
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
-  threefry = tiny_config.copy_and_resolve_references()
-  threefry.prng_impl = "threefry2x32"
+  threefry = with_fields(tiny_config, prng_impl="threefry2x32")
   train.train_and_evaluate(threefry, str(tmp_path / "threefry"))
   c, _ = _final_params(threefry, str(tmp_path / "threefry"))
   assert c.rng.shape == (2,)

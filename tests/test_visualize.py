@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import make_tiny_config
+from conftest import make_tiny_config, with_fields
 from tx_jax import errors, train, visualize
 from tx_jax.data import tokenizer as tokenizer_lib
 from tx_jax.inference import attention_maps, attention_plots, restore
@@ -92,8 +92,7 @@ def test_self_attention_of_the_other_families(restored, family, causal):
                                           ("attention_impl", "dot_product_attention")])
 def test_weights_do_not_depend_on_how_the_stack_runs(restored, field, value):
   config, graphdef, params, processor = restored
-  switched = config.copy_and_resolve_references()
-  switched[field] = value
+  switched = with_fields(config, **{field: value})
   switched_graphdef = nnx.split(nnx.eval_shape(lambda: registry.build_model(switched, nnx.Rngs(0))), nnx.Param)[0]
   a = attention_maps.attention_weights(graphdef, params, config, processor, TEXT, "Click OK.")
   b = attention_maps.attention_weights(switched_graphdef, params, switched, processor, TEXT, "Click OK.")
